@@ -1,0 +1,42 @@
+# Two set-up commands: `make run` and `make test`. Both create .venv when it is missing and
+# (re)install when pyproject.toml changed; plain `python3 -m venv` + pip, because pip finds the
+# local torch wheels while uv and poetry would download gigabytes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANIFEST ?= manifests/quickstart.yaml
+
+.PHONY: install run test test-all lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/xaibench run $(MANIFEST)
+
+# pytest exits 5 when it collects no test: that must fail, never pass quietly.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''; rc=$$?; if [ $$rc -eq 5 ]; then exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check xaibench tests benchmarks
+	$(BIN)/ruff format --check xaibench tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format xaibench tests benchmarks
+	$(BIN)/ruff check --fix xaibench tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/perturbation_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

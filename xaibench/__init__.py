@@ -1,0 +1,3 @@
+"""xaibench: a command-line benchmarking suite for attribution (saliency) faithfulness."""
+
+__version__ = "0.1.0"

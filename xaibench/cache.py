@@ -1,0 +1,218 @@
+"""Content-addressed cache of trained models and per-item tensors (logits, attributions).
+
+``key = sha256(canonical JSON of an explicit component list)``. Tensors are stored by item id:
+each write is a shard (a tensor file with the ids of its rows and a JSON record with its
+SHA-256), so lookups go by id whatever the batch size that wrote them. Files are written to a
+temporary name and renamed (the JSON record last, so a shard exists only once it is whole),
+read with ``torch.load(weights_only=True)`` and checked against the stored hash; a shard that
+fails the check is deleted and recomputed. ``XAIBENCH_CACHE`` moves the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KINDS = ("models", "logits", "attributions")
+
+
+def default_root() -> Path:
+    if os.environ.get("XAIBENCH_CACHE"):
+        return Path(os.environ["XAIBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xaibench"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def make_key(components: dict[str, Any]) -> str:
+    """The cache key of an explicit component mapping (see DESIGN.md, Cache)."""
+    return hashlib.sha256(canonical_json(components).encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tensor_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Cache:
+    """One cache root with a model store and per-item tensor stores."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self._index: dict[tuple[str, str], dict[str, str]] = {}  # (kind, key) -> item id -> shard
+        self._shards: OrderedDict[Path, dict[str, torch.Tensor]] = OrderedDict()
+
+    # ---- models -------------------------------------------------------------------------
+    def _model_paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / "models"
+        return folder / f"{key}.pt", folder / f"{key}.json"
+
+    def load_model_state(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        weights, record_path = self._model_paths(key)
+        if not record_path.exists() or not weights.exists():
+            return None
+        record = json.loads(record_path.read_text())
+        data = weights.read_bytes()
+        if sha256(data) != record["sha256"]:
+            self._warn(f"cached model {key[:12]} failed its checksum; retraining")
+            weights.unlink(missing_ok=True)
+            record_path.unlink(missing_ok=True)
+            return None
+        return torch.load(io.BytesIO(data), weights_only=True), record
+
+    def save_model_state(self, key: str, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        weights, record_path = self._model_paths(key)
+        data = tensor_bytes(state)
+        atomic_write_bytes(weights, data)
+        record = {**record, "sha256": sha256(data), "written": time.time()}
+        atomic_write_bytes(record_path, json.dumps(record, indent=2, default=str).encode())
+
+    # ---- per-item tensors ---------------------------------------------------------------
+    def _key_dir(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / key
+
+    def _load_index(self, kind: str, key: str) -> dict[str, str]:
+        index: dict[str, str] = {}
+        folder = self._key_dir(kind, key)
+        if folder.is_dir():
+            for record_path in folder.glob("*.json"):
+                record = json.loads(record_path.read_text())
+                for item_id in record["ids"]:
+                    index[item_id] = record_path.stem
+        self._index[(kind, key)] = index
+        return index
+
+    def _current_index(self, kind: str, key: str) -> dict[str, str]:
+        # Read the shard records once per process; `put` keeps the in-memory index current.
+        if (kind, key) not in self._index:
+            return self._load_index(kind, key)
+        return self._index[(kind, key)]
+
+    def has(self, kind: str, key: str, ids: list[str]) -> list[bool]:
+        index = self._current_index(kind, key)
+        return [i in index for i in ids]
+
+    def get(self, kind: str, key: str, ids: list[str]) -> dict[str, torch.Tensor]:
+        """The stored tensors of those ids that are present (verified), by id."""
+        index = self._current_index(kind, key)
+        found: dict[str, torch.Tensor] = {}
+        for shard in sorted({index[i] for i in ids if i in index}):
+            rows = self._read_shard(kind, key, shard)
+            if rows is None:
+                continue
+            found.update({i: rows[i] for i in ids if i in rows})
+        return found
+
+    def _read_shard(self, kind: str, key: str, shard: str) -> dict[str, torch.Tensor] | None:
+        folder = self._key_dir(kind, key)
+        path = folder / f"{shard}.pt"
+        if path in self._shards:
+            self._shards.move_to_end(path)
+            return self._shards[path]
+        record_path = folder / f"{shard}.json"
+        try:
+            record = json.loads(record_path.read_text())
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._index.pop((kind, key), None)
+            return None
+        if sha256(data) != record["sha256"]:
+            self._warn(f"cache shard {path} failed its checksum; it is removed and recomputed")
+            record_path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            self._index.pop((kind, key), None)
+            return None
+        stacked = torch.load(io.BytesIO(data), weights_only=True)
+        rows = dict(zip(record["ids"], stacked.unbind(0), strict=True))
+        self._shards[path] = rows
+        while len(self._shards) > 8:  # a few recent shards serve overlapping batches
+            self._shards.popitem(last=False)
+        return rows
+
+    def put(self, kind: str, key: str, ids: list[str], stacked: torch.Tensor, meta: dict | None = None) -> None:
+        if not ids:
+            return
+        shard = sha256("\x1f".join(ids).encode())[:24]
+        data = tensor_bytes(stacked.detach().cpu().contiguous())
+        folder = self._key_dir(kind, key)
+        atomic_write_bytes(folder / f"{shard}.pt", data)
+        record = {"ids": ids, "sha256": sha256(data), "shape": list(stacked.shape), **(meta or {})}
+        atomic_write_bytes(folder / f"{shard}.json", json.dumps(record).encode())
+        index = self._index.setdefault((kind, key), {})
+        index.update(dict.fromkeys(ids, shard))
+
+    # ---- maintenance --------------------------------------------------------------------
+    def info(self) -> list[dict[str, Any]]:
+        rows = []
+        for kind in KINDS:
+            folder = self.root / kind
+            files = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+            if kind == "models":
+                entries = len([p for p in files if p.suffix == ".json"])
+            else:
+                entries = len({p.parent for p in files})
+            rows.append(
+                {"kind": kind, "entries": entries, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+            )
+        return rows
+
+    def models(self) -> list[dict[str, Any]]:
+        folder = self.root / "models"
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+
+    def clear(self, kind: str | None = None) -> int:
+        """Remove one kind (or everything); returns the number of bytes freed."""
+        freed = 0
+        for k in [kind] if kind else KINDS:
+            folder = self.root / k
+            if folder.exists():
+                freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+                shutil.rmtree(folder)
+        self._index.clear()
+        self._shards.clear()
+        return freed
+
+    def verify(self) -> list[Path]:
+        """Check every stored file against its recorded hash; returns the corrupt ones."""
+        bad = []
+        for record_path in self.root.rglob("*.json"):
+            data_path = record_path.with_suffix(".pt")
+            record = json.loads(record_path.read_text())
+            if not data_path.exists() or sha256(data_path.read_bytes()) != record.get("sha256"):
+                bad.append(data_path)
+        return bad
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)

@@ -1,0 +1,3 @@
+"""Built-in datasets: `digits` (scikit-learn's bundled 8x8 digits) and `synthetic` (seeded shapes)."""
+
+from xaibench.datasets import digits, synthetic  # noqa: F401  (import registers the plugins)

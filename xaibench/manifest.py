@@ -1,0 +1,357 @@
+"""YAML manifest -> frozen, validated ``Manifest`` -> ``Job``s, under a closed schema.
+
+YAML is data, not code: no includes, no templates. Every error names the file, line and path
+of the offending value and, where one is close, the valid name the user probably meant.
+Jobs are the product models x datasets x methods x metrics x seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xaibench import registry
+from xaibench.cache import canonical_json
+from xaibench.errors import UserError
+
+FORMAT_VERSION = 1
+TOP_LEVEL = ("name", "version", "description", "plugins", "options", "models", "datasets", "methods", "metrics", "gates")
+REQUIRED = ("name", "models", "datasets", "methods", "metrics")
+PLUGIN_LISTS = {"models": "model", "datasets": "dataset", "methods": "method", "metrics": "metric"}
+GATE_RULES = ("beats_random", "min_mean", "max_mean")
+GATE_KEYS = ("rule", "metric", "score", "methods", "value")
+METHOD_GROUPS = ("all", "all_but_controls")
+CONTROLS = ("random", "sobel", "blur_random")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Options:
+    split: str = "test"
+    limit: int | None = 256
+    batch_size: int = 64
+    target: str = "predicted"  # or "label"
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+
+OPTION_TYPES = {
+    "split": (str, "a string such as test"),
+    "limit": (int, "a positive integer or null for all items"),
+    "batch_size": (int, "a positive integer"),
+    "target": (str, "predicted or label"),
+    "seeds": (list, "a list of integers"),
+    "device": (str, "cpu, cuda or cuda:N"),
+}
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One configured plugin: kind, registered name, full (defaults included) parameters."""
+
+    kind: str
+    name: str
+    params_json: str  # canonical JSON of every parameter: the plugin's identity
+    where: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        import json
+
+        return json.loads(self.params_json)
+
+    def instance(self):
+        return registry.build(self.kind, self.name, self.params, self.where)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Gate:
+    rule: str
+    metric: str
+    score: str | None
+    methods: tuple[str, ...] | str
+    value: float | None
+    where: str
+
+    def describe(self) -> str:
+        methods = self.methods if isinstance(self.methods, str) else ", ".join(self.methods)
+        bound = f" {self.value}" if self.value is not None else ""
+        return f"{self.rule}{bound} on {self.metric}{'/' + self.score if self.score else ''} for {methods}"
+
+
+@dataclass(frozen=True)
+class Job:
+    model: PluginSpec
+    dataset: PluginSpec
+    method: PluginSpec
+    metric: PluginSpec
+    seed: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    path: Path | None
+    description: str
+    options: Options
+    models: tuple[PluginSpec, ...]
+    datasets: tuple[PluginSpec, ...]
+    methods: tuple[PluginSpec, ...]
+    metrics: tuple[PluginSpec, ...]
+    gates: tuple[Gate, ...] = ()
+    plugins: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def jobs(self) -> list[Job]:
+        return [
+            Job(model, dataset, method, metric, seed)
+            for model, dataset, method, metric, seed in itertools.product(
+                self.models, self.datasets, self.methods, self.metrics, self.options.seeds
+            )
+        ]
+
+
+class _Locator:
+    """Maps a path inside the YAML document to 'file:line: path' for error messages."""
+
+    def __init__(self, source: str, text: str):
+        self.source = source
+        self.lines: dict[tuple, int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            node = None
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node, path: tuple) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                self.lines[(*path, key.value)] = key.start_mark.line + 1
+                self._walk(value, (*path, key.value))
+                self.lines[(*path, key.value)] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, i))
+
+    def __call__(self, *path) -> str:
+        line = None
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.lines:
+                line = self.lines[path[:cut]]
+                break
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        where = f"{self.source}:{line}" if line else self.source
+        return f"{where}: {dotted}" if dotted else where
+
+
+def load(path: str | Path) -> Manifest:
+    """Read and validate a manifest file (loads plugin sources it names, no model)."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        folder = path.parent if path.parent.is_dir() else None
+        if folder is not None:
+            hint = registry.suggest(path.name, [p.name for p in folder.glob("*.y*ml")])
+        raise UserError(f"manifest not found: {path}{hint}")
+    text = path.read_text()
+    return parse(text, source=str(path), base_dir=path.parent, path=path)
+
+
+def parse(text: str, source: str = "<manifest>", base_dir: Path | None = None, path: Path | None = None) -> Manifest:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"{where}: invalid YAML: {problem}") from None
+    locate = _Locator(source, text)
+    return from_dict(data, locate, base_dir=base_dir, path=path)
+
+
+def from_dict(data: Any, locate: _Locator | None = None, base_dir: Path | None = None, path: Path | None = None) -> Manifest:
+    locate = locate or _Locator("<manifest>", "")
+    if not isinstance(data, dict):
+        raise UserError(f"{locate()}: a manifest is a mapping with keys {', '.join(REQUIRED)}")
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise UserError(f"{locate(key)}: unknown key {key!r}{registry.suggest(str(key), TOP_LEVEL)}")
+    for key in REQUIRED:
+        if key not in data:
+            raise UserError(f"{locate()}: missing required key {key!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise UserError(f"{locate('name')}: name must be letters, digits, '_', '.' or '-' (it names the results folder)")
+    version = data.get("version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise UserError(f"{locate('version')}: manifest format version {version!r} is not supported; use {FORMAT_VERSION}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise UserError(f"{locate('description')}: expected a string")
+
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UserError(f"{locate('plugins')}: expected a list of 'package.module:attr' or 'file.py' strings")
+    registry.load_builtins()
+    for i, spec in enumerate(plugins):
+        registry.load_plugin_source(spec, base_dir, where=locate("plugins", i))
+
+    options = _options(data.get("options") or {}, locate)
+    lists = {key: _plugin_list(data[key], kind, key, locate) for key, kind in PLUGIN_LISTS.items()}
+    gates = _gates(data.get("gates") or [], lists, locate)
+    warnings = []
+    if "random" not in {m.name for m in lists["methods"]}:
+        warnings.append("no `random` method: the leaderboard cannot compare methods with the random baseline")
+    manifest = Manifest(
+        name=name,
+        path=path,
+        description=description,
+        options=options,
+        models=lists["models"],
+        datasets=lists["datasets"],
+        methods=lists["methods"],
+        metrics=lists["metrics"],
+        gates=gates,
+        plugins=tuple(plugins),
+        warnings=tuple(warnings),
+    )
+    check_compatibility(manifest)
+    return manifest
+
+
+def _options(raw: Any, locate: _Locator) -> Options:
+    if not isinstance(raw, dict):
+        raise UserError(f"{locate('options')}: expected a mapping of options ({', '.join(OPTION_TYPES)})")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in OPTION_TYPES:
+            raise UserError(f"{locate('options', key)}: unknown option {key!r}{registry.suggest(str(key), OPTION_TYPES)}")
+        expected, described = OPTION_TYPES[key]
+        if key == "limit" and value is None:
+            values[key] = None
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise UserError(f"{locate('options', key)}: expected {described}, got {value!r}")
+        values[key] = value
+    if values.get("limit") is not None and values["limit"] < 1:
+        raise UserError(f"{locate('options', 'limit')}: expected a positive integer or null, got {values['limit']}")
+    if values.get("batch_size", 1) < 1:
+        raise UserError(f"{locate('options', 'batch_size')}: expected a positive integer, got {values['batch_size']}")
+    if values.get("target", "predicted") not in ("predicted", "label"):
+        raise UserError(f"{locate('options', 'target')}: expected 'predicted' or 'label', got {values['target']!r}")
+    if "seeds" in values:
+        seeds = values["seeds"]
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise UserError(f"{locate('options', 'seeds')}: expected a non-empty list of non-negative integers")
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"{locate('options', 'seeds')}: seeds repeat")
+        values["seeds"] = tuple(seeds)
+    device = values.get("device", "cpu")
+    if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+        raise UserError(f"{locate('options', 'device')}: unknown device {device!r}; use cpu, cuda or cuda:N")
+    return Options(**values)
+
+
+def _plugin_list(raw: Any, kind: str, key: str, locate: _Locator) -> tuple[PluginSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"{locate(key)}: expected a non-empty list of {kind} names (`xaibench ls {kind}`)")
+    specs: list[PluginSpec] = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, str):
+            name, params, where_path = entry, {}, (key, i)
+        elif isinstance(entry, dict) and len(entry) == 1:
+            name, params = next(iter(entry.items()))
+            where_path = (key, i, name)
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise UserError(f"{locate(*where_path)}: parameters must be a mapping such as {{n_steps: 32}}")
+        else:
+            raise UserError(f"{locate(key, i)}: expected a name or a one-key mapping name: {{param: value}}")
+        if not isinstance(name, str):
+            raise UserError(f"{locate(key, i)}: a {kind} name must be a string")
+        for param in params:
+            if not isinstance(param, str):
+                raise UserError(f"{locate(*where_path)}: parameter names must be strings, got {param!r}")
+        where = locate(*where_path)
+        instance = registry.build(kind, name, params, where)
+        spec = PluginSpec(kind, name, canonical_json(registry.canonical_params(instance)), where)
+        if any(s.name == spec.name and s.params_json == spec.params_json for s in specs):
+            raise UserError(f"{where}: {kind} {name!r} is listed twice with the same parameters")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: _Locator) -> tuple[Gate, ...]:
+    if not isinstance(raw, list):
+        raise UserError(f"{locate('gates')}: expected a list of gates such as {{rule: beats_random, metric: deletion}}")
+    metric_names = [m.name for m in lists["metrics"]]
+    method_names = [m.name for m in lists["methods"]]
+    gates = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise UserError(f"{locate('gates', i)}: a gate is a mapping with keys {', '.join(GATE_KEYS)}")
+        for key in entry:
+            if key not in GATE_KEYS:
+                raise UserError(f"{locate('gates', i, key)}: unknown gate key {key!r}{registry.suggest(str(key), GATE_KEYS)}")
+        rule = entry.get("rule")
+        if rule not in GATE_RULES:
+            raise UserError(
+                f"{locate('gates', i, 'rule')}: unknown rule {rule!r}{registry.suggest(str(rule), GATE_RULES)} "
+                f"(rules: {', '.join(GATE_RULES)})"
+            )
+        metric = entry.get("metric")
+        if metric not in metric_names:
+            raise UserError(
+                f"{locate('gates', i, 'metric')}: gate metric {metric!r} is not among the manifest's metrics"
+                f"{registry.suggest(str(metric), metric_names)}"
+            )
+        methods = entry.get("methods", "all_but_controls")
+        if isinstance(methods, str):
+            if methods not in METHOD_GROUPS:
+                raise UserError(f"{locate('gates', i, 'methods')}: expected a list of methods or one of {', '.join(METHOD_GROUPS)}")
+        elif isinstance(methods, list):
+            for j, method in enumerate(methods):
+                if method not in method_names:
+                    raise UserError(
+                        f"{locate('gates', i, 'methods', j)}: gate method {method!r} is not among the manifest's "
+                        f"methods{registry.suggest(str(method), method_names)}"
+                    )
+            methods = tuple(methods)
+        else:
+            raise UserError(f"{locate('gates', i, 'methods')}: expected a list of method names")
+        value = entry.get("value")
+        if rule in ("min_mean", "max_mean") and not isinstance(value, (int, float)):
+            raise UserError(f"{locate('gates', i)}: rule {rule} needs a numeric 'value'")
+        if rule == "beats_random" and "random" not in method_names:
+            raise UserError(f"{locate('gates', i, 'rule')}: beats_random needs the `random` method in methods")
+        score = entry.get("score")
+        if score is not None and not isinstance(score, str):
+            raise UserError(f"{locate('gates', i, 'score')}: expected a score name such as auc")
+        gates.append(Gate(rule, metric, score, methods, None if value is None else float(value), locate("gates", i)))
+    return tuple(gates)
+
+
+def check_compatibility(manifest: Manifest) -> None:
+    """Every model must accept every dataset's inputs (shape and classes); no model is loaded."""
+    for model_spec in manifest.models:
+        model = model_spec.instance()
+        for data_spec in manifest.datasets:
+            data = data_spec.instance()
+            expected = tuple(getattr(model, "input_shape", data.shape))
+            if expected != tuple(data.shape):
+                raise UserError(
+                    f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} but model "
+                    f"{model_spec.name!r} expects {expected}; set matching size/channels parameters"
+                )

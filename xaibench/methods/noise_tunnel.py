@@ -1,0 +1,85 @@
+"""SmoothGrad, SmoothGrad-Squared and VarGrad: statistics of gradients under input noise.
+
+Written over captum's ``Saliency`` rather than its ``NoiseTunnel``, because NoiseTunnel draws
+noise from the global RNG for the whole batch, so an item's map would depend on its batch.
+Here each item's noise comes from its own seed, and all noisy copies of a batch go through the
+model in one pass. The statistics match NoiseTunnel's ``smoothgrad``, ``smoothgrad_sq`` and
+``vargrad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from captum.attr import Saliency
+from torch import Tensor, nn
+
+from xaibench.registry import register
+from xaibench.seeding import per_item
+
+
+def noisy_gradients(
+    model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor, n_samples: int, stdev_spread: float
+) -> Tensor:
+    """Gradients at ``n_samples`` noisy copies per item: (n_samples, B, C, H, W).
+
+    Noise sigma = ``stdev_spread`` x (max - min) of each item (Smilkov et al., 2017).
+    """
+    shape = inputs.shape[1:]
+    noise = per_item(seeds, lambda g: torch.randn((n_samples, *shape), generator=g), salt=3)
+    noise = noise.transpose(0, 1).to(inputs.device)  # (S, B, C, H, W)
+    spread = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).clamp_min(1e-6)
+    sigma = (stdev_spread * spread).view(1, -1, 1, 1, 1)
+    noisy = (inputs.unsqueeze(0) + sigma * noise).reshape(-1, *shape)
+    with torch.enable_grad():
+        grads = Saliency(model).attribute(noisy, target=target.repeat(n_samples), abs=False)
+    return grads.detach().reshape(n_samples, *inputs.shape)
+
+
+@dataclass(frozen=True)
+class _NoiseTunnel:
+    statistic: ClassVar[Literal["mean", "mean_sq", "var"]]
+    n_samples: int = 20
+    stdev_spread: float = 0.15
+
+    def __post_init__(self):
+        if self.n_samples < 2:
+            raise ValueError("n_samples must be at least 2")
+
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        grads = noisy_gradients(model, inputs, target, seeds, self.n_samples, self.stdev_spread)
+        if self.statistic == "mean":
+            return grads.mean(0)
+        if self.statistic == "mean_sq":
+            return (grads**2).mean(0)
+        return (grads**2).mean(0) - grads.mean(0) ** 2  # population variance, as NoiseTunnel
+
+
+@register("method", "smoothgrad")
+@dataclass(frozen=True)
+class SmoothGrad(_NoiseTunnel):
+    """SmoothGrad (Smilkov et al., 2017): mean gradient over noisy copies of the input."""
+
+    version: ClassVar[str] = "1"
+    statistic: ClassVar[str] = "mean"
+
+
+@register("method", "smoothgrad_sq")
+@dataclass(frozen=True)
+class SmoothGradSquared(_NoiseTunnel):
+    """SmoothGrad-Squared: mean squared gradient; with VarGrad the only methods that beat random
+    under ROAR on ImageNet (Hooker et al., 2019)."""
+
+    version: ClassVar[str] = "1"
+    statistic: ClassVar[str] = "mean_sq"
+
+
+@register("method", "vargrad")
+@dataclass(frozen=True)
+class VarGrad(_NoiseTunnel):
+    """VarGrad (Adebayo et al., 2018): variance of the gradient over noisy copies of the input."""
+
+    version: ClassVar[str] = "1"
+    statistic: ClassVar[str] = "var"

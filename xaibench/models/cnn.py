@@ -1,0 +1,132 @@
+"""Small CNNs for the embedded datasets, trained on first use and cached by the model store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from xaibench.datasets.digits import Digits
+from xaibench.datasets.synthetic import Synthetic
+from xaibench.models.training import accuracy, load_split, train_classifier
+from xaibench.registry import register
+
+
+class Normalize(nn.Module):
+    """Per-channel standardisation inside the model, so an input of 0 means "black" for every model."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def small_cnn(channels: int, size: int, num_classes: int, width: int) -> nn.Sequential:
+    """Conv-ReLU stack, one max-pool per halving down to 8 pixels or less, then a 2-layer head.
+
+    Every ReLU is its own module (guided backprop, deconvolution and DeepLift replace or hook
+    ReLU modules; a functional or shared ReLU would silently give plain gradients).
+    """
+    layers: list[nn.Module] = [
+        Normalize(channels),
+        nn.Conv2d(channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    ]
+    side = size // 2
+    while side > 8:
+        layers += [nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        side //= 2
+    layers += [
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * width, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class _TrainedCNN:
+    """Shared body of the built-in CNN plugins: build, fit on the train split, report accuracy."""
+
+    def train_data(self):
+        raise NotImplementedError
+
+    @property
+    def revision(self) -> str:
+        return f"{type(self.train_data()).plugin_name}:{self.train_data().revision}"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.train_data().shape
+
+    def build(self) -> nn.Module:
+        data = self.train_data()
+        channels, size, _ = data.shape
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+            torch.manual_seed(self.seed)
+            return small_cnn(channels, size, data.num_classes, self.width)
+
+    def fit(self, module: nn.Module) -> nn.Module:
+        inputs, labels = load_split(self.train_data(), "train")
+        module[0].mean.copy_(inputs.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
+        module[0].std.copy_(inputs.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
+        return train_classifier(
+            module, inputs, labels, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed
+        )
+
+    def evaluate(self, module: nn.Module) -> dict[str, float]:
+        """Test accuracy, recorded beside the cached weights."""
+        inputs, labels = load_split(self.train_data(), "test")
+        return {"test_accuracy": accuracy(module, inputs, labels)}
+
+
+@register("model", "digits_cnn")
+@dataclass(frozen=True)
+class DigitsCNN(_TrainedCNN):
+    """Small CNN for `digits` (about 98% test accuracy); trains on first use in seconds on 2 cores.
+
+    ``size`` must match the digits dataset's ``size``; ``seed`` seeds initialisation and shuffling.
+    """
+
+    version: ClassVar[str] = "1"
+    size: int = 8
+    seed: int = 0
+    width: int = 16
+    epochs: int = 30
+    lr: float = 0.005
+    batch_size: int = 64
+
+    def train_data(self) -> Digits:
+        return Digits(size=self.size)
+
+
+@register("model", "synthetic_cnn")
+@dataclass(frozen=True)
+class SyntheticCNN(_TrainedCNN):
+    """Small CNN for `synthetic` shapes; ``size``, ``channels`` and ``noise`` must match the dataset's."""
+
+    version: ClassVar[str] = "1"
+    size: int = 32
+    seed: int = 0
+    channels: int = 1
+    noise: float = 0.35
+    n_train: int = 2000
+    width: int = 8
+    epochs: int = 12
+    lr: float = 0.005
+    batch_size: int = 64
+
+    def train_data(self) -> Synthetic:
+        return Synthetic(size=self.size, channels=self.channels, noise=self.noise, n_train=self.n_train)

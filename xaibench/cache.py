@@ -183,7 +183,12 @@ class Cache:
             else:
                 entries = len({p.parent for p in files})
             rows.append(
-                {"kind": kind, "entries": entries, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+                {
+                    "kind": kind,
+                    "entries": entries,
+                    "files": len(files),
+                    "bytes": sum(p.stat().st_size for p in files),
+                }
             )
         return rows
 

@@ -7,6 +7,7 @@ Jobs are the product models x datasets x methods x metrics x seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -20,7 +21,18 @@ from xaibench.cache import canonical_json
 from xaibench.errors import UserError
 
 FORMAT_VERSION = 1
-TOP_LEVEL = ("name", "version", "description", "plugins", "options", "models", "datasets", "methods", "metrics", "gates")
+TOP_LEVEL = (
+    "name",
+    "version",
+    "description",
+    "plugins",
+    "options",
+    "models",
+    "datasets",
+    "methods",
+    "metrics",
+    "gates",
+)
 REQUIRED = ("name", "models", "datasets", "methods", "metrics")
 PLUGIN_LISTS = {"models": "model", "datasets": "dataset", "methods": "method", "metrics": "metric"}
 GATE_RULES = ("beats_random", "min_mean", "max_mean")
@@ -120,7 +132,7 @@ class Manifest:
         ]
 
 
-class _Locator:
+class Locator:
     """Maps a path inside the YAML document to 'file:line: path' for error messages."""
 
     def __init__(self, source: str, text: str):
@@ -155,6 +167,13 @@ class _Locator:
         return f"{where}: {dotted}" if dotted else where
 
 
+def with_options(manifest: Manifest, **changes) -> Manifest:
+    """The same manifest with some options replaced (e.g. ``--limit`` on the command line)."""
+    if "limit" in changes and changes["limit"] is not None and changes["limit"] < 1:
+        raise UserError(f"--limit must be a positive integer, got {changes['limit']}")
+    return dataclasses.replace(manifest, options=dataclasses.replace(manifest.options, **changes))
+
+
 def load(path: str | Path) -> Manifest:
     """Read and validate a manifest file (loads plugin sources it names, no model)."""
     path = Path(path)
@@ -176,12 +195,14 @@ def parse(text: str, source: str = "<manifest>", base_dir: Path | None = None, p
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise UserError(f"{where}: invalid YAML: {problem}") from None
-    locate = _Locator(source, text)
+    locate = Locator(source, text)
     return from_dict(data, locate, base_dir=base_dir, path=path)
 
 
-def from_dict(data: Any, locate: _Locator | None = None, base_dir: Path | None = None, path: Path | None = None) -> Manifest:
-    locate = locate or _Locator("<manifest>", "")
+def from_dict(
+    data: Any, locate: Locator | None = None, base_dir: Path | None = None, path: Path | None = None
+) -> Manifest:
+    locate = locate or Locator("<manifest>", "")
     if not isinstance(data, dict):
         raise UserError(f"{locate()}: a manifest is a mapping with keys {', '.join(REQUIRED)}")
     for key in data:
@@ -192,10 +213,14 @@ def from_dict(data: Any, locate: _Locator | None = None, base_dir: Path | None =
             raise UserError(f"{locate()}: missing required key {key!r}")
     name = data["name"]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise UserError(f"{locate('name')}: name must be letters, digits, '_', '.' or '-' (it names the results folder)")
+        raise UserError(
+            f"{locate('name')}: name must be letters, digits, '_', '.' or '-' (it names the results folder)"
+        )
     version = data.get("version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
-        raise UserError(f"{locate('version')}: manifest format version {version!r} is not supported; use {FORMAT_VERSION}")
+        raise UserError(
+            f"{locate('version')}: manifest format version {version!r} is not supported; use {FORMAT_VERSION}"
+        )
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise UserError(f"{locate('description')}: expected a string")
@@ -230,13 +255,15 @@ def from_dict(data: Any, locate: _Locator | None = None, base_dir: Path | None =
     return manifest
 
 
-def _options(raw: Any, locate: _Locator) -> Options:
+def _options(raw: Any, locate: Locator) -> Options:
     if not isinstance(raw, dict):
         raise UserError(f"{locate('options')}: expected a mapping of options ({', '.join(OPTION_TYPES)})")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in OPTION_TYPES:
-            raise UserError(f"{locate('options', key)}: unknown option {key!r}{registry.suggest(str(key), OPTION_TYPES)}")
+            raise UserError(
+                f"{locate('options', key)}: unknown option {key!r}{registry.suggest(str(key), OPTION_TYPES)}"
+            )
         expected, described = OPTION_TYPES[key]
         if key == "limit" and value is None:
             values[key] = None
@@ -263,7 +290,7 @@ def _options(raw: Any, locate: _Locator) -> Options:
     return Options(**values)
 
 
-def _plugin_list(raw: Any, kind: str, key: str, locate: _Locator) -> tuple[PluginSpec, ...]:
+def _plugin_list(raw: Any, kind: str, key: str, locate: Locator) -> tuple[PluginSpec, ...]:
     if not isinstance(raw, list) or not raw:
         raise UserError(f"{locate(key)}: expected a non-empty list of {kind} names (`xaibench ls {kind}`)")
     specs: list[PluginSpec] = []
@@ -293,7 +320,7 @@ def _plugin_list(raw: Any, kind: str, key: str, locate: _Locator) -> tuple[Plugi
     return tuple(specs)
 
 
-def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: _Locator) -> tuple[Gate, ...]:
+def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: Locator) -> tuple[Gate, ...]:
     if not isinstance(raw, list):
         raise UserError(f"{locate('gates')}: expected a list of gates such as {{rule: beats_random, metric: deletion}}")
     metric_names = [m.name for m in lists["metrics"]]
@@ -304,7 +331,9 @@ def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: _Locator)
             raise UserError(f"{locate('gates', i)}: a gate is a mapping with keys {', '.join(GATE_KEYS)}")
         for key in entry:
             if key not in GATE_KEYS:
-                raise UserError(f"{locate('gates', i, key)}: unknown gate key {key!r}{registry.suggest(str(key), GATE_KEYS)}")
+                raise UserError(
+                    f"{locate('gates', i, key)}: unknown gate key {key!r}{registry.suggest(str(key), GATE_KEYS)}"
+                )
         rule = entry.get("rule")
         if rule not in GATE_RULES:
             raise UserError(
@@ -320,7 +349,9 @@ def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: _Locator)
         methods = entry.get("methods", "all_but_controls")
         if isinstance(methods, str):
             if methods not in METHOD_GROUPS:
-                raise UserError(f"{locate('gates', i, 'methods')}: expected a list of methods or one of {', '.join(METHOD_GROUPS)}")
+                raise UserError(
+                    f"{locate('gates', i, 'methods')}: expected a list of methods or one of {', '.join(METHOD_GROUPS)}"
+                )
         elif isinstance(methods, list):
             for j, method in enumerate(methods):
                 if method not in method_names:
@@ -339,7 +370,16 @@ def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: _Locator)
         score = entry.get("score")
         if score is not None and not isinstance(score, str):
             raise UserError(f"{locate('gates', i, 'score')}: expected a score name such as auc")
-        gates.append(Gate(rule, metric, score, methods, None if value is None else float(value), locate("gates", i)))
+        gates.append(
+            Gate(
+                rule,
+                metric,
+                score,
+                methods,
+                None if value is None else float(value),
+                locate("gates", i),
+            )
+        )
     return tuple(gates)
 
 

@@ -63,7 +63,10 @@ def load_builtins() -> None:
         try:
             entry_point.load()
         except Exception as error:  # a broken third-party plugin must not break every command
-            print(f"warning: plugin entry point {entry_point.name!r} failed to load: {error}", file=sys.stderr)
+            print(
+                f"warning: plugin entry point {entry_point.name!r} failed to load: {error}",
+                file=sys.stderr,
+            )
 
 
 def load_plugin_source(spec: str, base_dir: Path | None = None, where: str = "plugins") -> None:
@@ -115,8 +118,7 @@ def get(kind: str, name: str, where: str | None = None) -> type:
     except KeyError:
         prefix = f"{where}: " if where else ""
         raise UserError(
-            f"{prefix}unknown {kind} {name!r}{suggest(name, _REGISTRY[kind])} "
-            f"(`xaibench ls {kind}` lists them)"
+            f"{prefix}unknown {kind} {name!r}{suggest(name, _REGISTRY[kind])} (`xaibench ls {kind}` lists them)"
         ) from None
 
 
@@ -143,8 +145,7 @@ def build(kind: str, name: str, params: dict[str, Any] | None = None, where: str
         if key not in fields:
             valid = ", ".join(fields) or "none"
             raise UserError(
-                f"{where}: unknown parameter {key!r} for {kind} {name!r}{suggest(key, fields)} "
-                f"(parameters: {valid})"
+                f"{where}: unknown parameter {key!r} for {kind} {name!r}{suggest(key, fields)} (parameters: {valid})"
             )
     values = {}
     for key, f in fields.items():

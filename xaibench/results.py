@@ -81,10 +81,14 @@ def write_rows(path: Path, rows: dict[str, list[Any]]) -> None:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
+    write_text(path, json.dumps(record, indent=2, default=str))
+
+
+def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2, default=str)
+        handle.write(text)
     os.replace(tmp, path)
 
 

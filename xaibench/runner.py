@@ -122,29 +122,18 @@ class Runner:
         for (model, dataset), jobs in groups.items():
             yield model, dataset, jobs
 
-    def preflight(self) -> None:
-        """Checks that need no weights: incompatible (method, model) pairs and metric needs."""
-        for metric in self.manifest.metrics:
-            needs = type(metric.instance()).requires
-            if needs:
-                raise UserError(
-                    f"{metric.where}: metric {metric.name!r} requires {', '.join(sorted(needs))}, "
-                    "which this version of the runner does not provide"
-                )
-        for model_spec in self.manifest.models:
-            module = model_spec.instance().build()
-            for method_spec in self.manifest.methods:
-                method = method_spec.instance()
-                if hasattr(method, "check"):
-                    try:
-                        method.check(module)
-                    except IncompatibleError as error:
-                        raise UserError(f"{method_spec.where}: with model {model_spec.name!r}: {error}") from None
+    def job_keys(self) -> set[str]:
+        """Result keys of every job of the manifest (the board shows these rows only)."""
+        keys = set()
+        for model_spec, dataset_spec, jobs in self.pairs():
+            model, dataset = model_spec.instance(), dataset_spec.instance()
+            keys.update(self._keys(job, model, dataset).job for job in jobs)
+        return keys
 
     # ---- execution -----------------------------------------------------------------------
     def run(self) -> RunReport:
         started = time.perf_counter()
-        self.preflight()
+        preflight(self.manifest)
         done = done_items(self.results_dir)
         jobs_total = len(self.manifest.jobs())
         self.progress("start", {"jobs": jobs_total})
@@ -156,8 +145,13 @@ class Runner:
             self._flush()
             self.counts.models_trained = self.models.trained
             report = RunReport(
-                self.run_id, self.manifest.name, self.results_dir, jobs_total, self.counts,
-                dict(self.failures), time.perf_counter() - started,
+                self.run_id,
+                self.manifest.name,
+                self.results_dir,
+                jobs_total,
+                self.counts,
+                dict(self.failures),
+                time.perf_counter() - started,
             )
             self._write_run_record(report)
         return report
@@ -173,12 +167,18 @@ class Runner:
         total = total if limit is None else min(limit, total)
         keys = {job: self._keys(job, model, dataset) for job in jobs}
         module = None
-        self.progress("pair", {"label": f"{model_spec.name} x {dataset_spec.name}", "items": total, "jobs": len(jobs)})
+        self.progress(
+            "pair",
+            {
+                "label": f"{model_spec.name} x {dataset_spec.name}",
+                "items": total,
+                "jobs": len(jobs),
+            },
+        )
         for batch in dataset.batches(split, self.options.batch_size, limit):
             live = [job for job in jobs if job_label(job) not in self.failures]
             missing = {
-                job: [i for i, item in enumerate(batch.ids) if item not in done.get(keys[job].job, ())]
-                for job in live
+                job: [i for i, item in enumerate(batch.ids) if item not in done.get(keys[job].job, ())] for job in live
             }
             needed = sorted({i for positions in missing.values() for i in positions})
             self.counts.skipped_items += len(batch) - len(needed)
@@ -196,7 +196,11 @@ class Runner:
         labels = sub.labels.to(self.device)
         logits_key = next(iter(keys.values())).logits
         logits = self._cached(
-            "logits", logits_key, sub.ids, lambda idx: _forward(module, inputs[idx]), "forward_items"
+            "logits",
+            logits_key,
+            sub.ids,
+            lambda idx: _forward(module, inputs[idx]),
+            "forward_items",
         )
         predictions = logits.argmax(1).to(self.device)
         target = labels if self.options.target == "label" else predictions
@@ -217,9 +221,11 @@ class Runner:
             try:
                 started = time.perf_counter()
                 attributions = self._cached(
-                    "attributions", keys[group[0]].attribution, ids,
-                    lambda idx, p=positions: method.attribute(
-                        module, inputs[p][idx], target[p][idx], method_seeds[p][idx]
+                    "attributions",
+                    keys[group[0]].attribution,
+                    ids,
+                    lambda idx, p=positions, m=method, s=method_seeds: m.attribute(
+                        module, inputs[p][idx], target[p][idx], s[p][idx]
                     ),
                     "attributed_items",
                 ).to(self.device)
@@ -229,21 +235,57 @@ class Runner:
                     self._fail(job, error)
                 continue
             for job in group:
-                self._score(job, module, sub, where, positions, attributions, target, predictions,
-                            explain, attribution_seconds, keys[job], missing[job], batch)
+                self._score(
+                    job,
+                    module,
+                    sub,
+                    where,
+                    positions,
+                    attributions,
+                    target,
+                    predictions,
+                    explain,
+                    attribution_seconds,
+                    keys[job],
+                    missing[job],
+                    batch,
+                )
 
-    def _score(self, job, module, sub, where, positions, attributions, target, predictions,
-               explain, attribution_seconds, keys, job_positions, batch) -> None:
+    def _score(
+        self,
+        job,
+        module,
+        sub,
+        where,
+        positions,
+        attributions,
+        target,
+        predictions,
+        explain,
+        attribution_seconds,
+        keys,
+        job_positions,
+        batch,
+    ) -> None:
         local = [where[batch.ids[i]] for i in job_positions]
         rows_of = [positions.index(p) for p in local]
         item_batch = sub.select(local)
-        item_batch = Batch(item_batch.ids, item_batch.inputs.to(self.device), item_batch.labels,
-                           item_batch.masks, item_batch.extras)
+        item_batch = Batch(
+            item_batch.ids,
+            item_batch.inputs.to(self.device),
+            item_batch.labels,
+            item_batch.masks,
+            item_batch.extras,
+        )
         metric = job.metric.instance()
         try:
             started = time.perf_counter()
             scores = metric.score(
-                module, item_batch, target[local], attributions[rows_of], explain,
+                module,
+                item_batch,
+                target[local],
+                attributions[rows_of],
+                explain,
                 item_seeds(job.seed, item_batch.ids, f"metric:{job.metric.name}"),
             )
             elapsed = (time.perf_counter() - started) / max(1, len(local))
@@ -254,8 +296,17 @@ class Runner:
             self._fail(job, error)
             return
         self.counts.scored_items += len(local)
-        self._add_rows(job, keys, item_batch, target[local], predictions[local], scores,
-                       type(metric), attribution_seconds, elapsed)
+        self._add_rows(
+            job,
+            keys,
+            item_batch,
+            target[local],
+            predictions[local],
+            scores,
+            type(metric),
+            attribution_seconds,
+            elapsed,
+        )
 
     def _cached(self, kind: str, key: str, ids: list[str], compute, counter: str) -> torch.Tensor:
         """Rows for ``ids`` from the cache; ``compute(positions)`` fills and stores the rest."""
@@ -286,8 +337,14 @@ class Runner:
             }
         )
         metric_cls = type(job.metric.instance())
-        jkey = make_key({"attribution": akey, "metric": job.metric.name, "version": metric_cls.version,
-                         "params": job.metric.params})
+        jkey = make_key(
+            {
+                "attribution": akey,
+                "metric": job.metric.name,
+                "version": metric_cls.version,
+                "params": job.metric.params,
+            }
+        )
         return _Keys(mkey, dkey, make_key({"model": mkey, "data": dkey}), akey, jkey)
 
     def _add_rows(self, job, keys, batch, target, predictions, scores, metric_cls, attribution_s, elapsed):
@@ -298,18 +355,33 @@ class Runner:
         for name, values in scores.items():
             n = len(batch)
             constant = {
-                "run_id": self.run_id, "time": now, "manifest": self.manifest.name, "job_key": keys.job,
+                "run_id": self.run_id,
+                "time": now,
+                "manifest": self.manifest.name,
+                "job_key": keys.job,
                 "attribution_key": keys.attribution,
-                "model": job.model.name, "model_params": job.model.params_json,
-                "model_version": model.version, "model_revision": model.revision,
-                "dataset": job.dataset.name, "dataset_params": job.dataset.params_json,
-                "dataset_version": dataset.version, "dataset_revision": dataset.revision,
+                "model": job.model.name,
+                "model_params": job.model.params_json,
+                "model_version": model.version,
+                "model_revision": model.revision,
+                "dataset": job.dataset.name,
+                "dataset_params": job.dataset.params_json,
+                "dataset_version": dataset.version,
+                "dataset_revision": dataset.revision,
                 "split": self.options.split,
-                "method": job.method.name, "method_params": job.method.params_json, "method_version": method.version,
-                "metric": job.metric.name, "metric_params": job.metric.params_json,
-                "metric_version": metric_cls.version, "target_mode": self.options.target, "seed": job.seed,
-                "score": name, "higher_is_better": higher_is_better(metric_cls, name),
-                "attribution_s": attribution_s, "elapsed_s": elapsed, **self._provenance,
+                "method": job.method.name,
+                "method_params": job.method.params_json,
+                "method_version": method.version,
+                "metric": job.metric.name,
+                "metric_params": job.metric.params_json,
+                "metric_version": metric_cls.version,
+                "target_mode": self.options.target,
+                "seed": job.seed,
+                "score": name,
+                "higher_is_better": higher_is_better(metric_cls, name),
+                "attribution_s": attribution_s,
+                "elapsed_s": elapsed,
+                **self._provenance,
             }
             for column, value in constant.items():
                 buffer[column].extend([value] * n)
@@ -361,6 +433,26 @@ class Runner:
         )
 
 
+def preflight(manifest: Manifest) -> None:
+    """Checks that need no trained weights: incompatible (method, model) pairs, metric needs."""
+    for metric in manifest.metrics:
+        needs = type(metric.instance()).requires
+        if needs:
+            raise UserError(
+                f"{metric.where}: metric {metric.name!r} requires {', '.join(sorted(needs))}, "
+                "which this version of the runner does not provide"
+            )
+    for model_spec in manifest.models:
+        module = model_spec.instance().build()
+        for method_spec in manifest.methods:
+            method = method_spec.instance()
+            if hasattr(method, "check"):
+                try:
+                    method.check(module)
+                except IncompatibleError as error:
+                    raise UserError(f"{method_spec.where}: with model {model_spec.name!r}: {error}") from None
+
+
 def higher_is_better(metric_cls: type, score: str) -> bool:
     """A metric's direction, per score when it declares a mapping (e.g. ROAD's MoRF vs LeRF)."""
     direction = metric_cls.higher_is_better
@@ -376,4 +468,3 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"options.device: {name!r} requested but no CUDA device is available; use cpu")
     return torch.device(name)
-

@@ -23,7 +23,6 @@ from xaibench.registry import register
 from xaibench.seeding import generator
 
 
-
 @register("method", "saliency")
 @dataclass(frozen=True)
 class SaliencyMethod:
@@ -114,11 +113,7 @@ class DeepLiftMethod:
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         with torch.enable_grad():
-            return (
-                DeepLift(model)
-                .attribute(inputs, baselines=torch.zeros_like(inputs), target=target)
-                .detach()
-            )
+            return DeepLift(model).attribute(inputs, baselines=torch.zeros_like(inputs), target=target).detach()
 
 
 @register("method", "gradient_shap")
@@ -145,8 +140,11 @@ class GradientShapMethod:
                     torch.manual_seed(seed)
                     maps.append(
                         explainer.attribute(
-                            x[None], baselines=baselines, target=int(t),
-                            n_samples=self.n_samples, stdevs=self.stdevs,
+                            x[None],
+                            baselines=baselines,
+                            target=int(t),
+                            n_samples=self.n_samples,
+                            stdevs=self.stdevs,
                         ).detach()
                     )
         return torch.cat(maps)

@@ -21,7 +21,12 @@ from xaibench.seeding import per_item
 
 
 def noisy_gradients(
-    model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor, n_samples: int, stdev_spread: float
+    model: nn.Module,
+    inputs: Tensor,
+    target: Tensor,
+    seeds: Tensor,
+    n_samples: int,
+    stdev_spread: float,
 ) -> Tensor:
     """Gradients at ``n_samples`` noisy copies per item: (n_samples, B, C, H, W).
 

@@ -97,13 +97,23 @@ class Deletion(_Curve):
     fill: Fill = "black"
 
     def score(
-        self, model: nn.Module, batch: Batch, target: Tensor, attributions: Tensor, explain: Explain, seeds: Tensor
+        self,
+        model: nn.Module,
+        batch: Batch,
+        target: Tensor,
+        attributions: Tensor,
+        explain: Explain,
+        seeds: Tensor,
     ) -> dict[str, Tensor]:
         inputs = batch.inputs
         fractions = self.fractions(inputs.device)
         curve = switch_curve(
-            model, inputs, fill_image(inputs, self.fill, self.blur_sigma),
-            self.order(attributions, seeds), target, fractions,
+            model,
+            inputs,
+            fill_image(inputs, self.fill, self.blur_sigma),
+            self.order(attributions, seeds),
+            target,
+            fractions,
         )
         return {"auc": torch.trapezoid(curve, fractions, dim=1)}
 
@@ -121,12 +131,22 @@ class Insertion(_Curve):
     start: Fill = "blur"
 
     def score(
-        self, model: nn.Module, batch: Batch, target: Tensor, attributions: Tensor, explain: Explain, seeds: Tensor
+        self,
+        model: nn.Module,
+        batch: Batch,
+        target: Tensor,
+        attributions: Tensor,
+        explain: Explain,
+        seeds: Tensor,
     ) -> dict[str, Tensor]:
         inputs = batch.inputs
         fractions = self.fractions(inputs.device)
         curve = switch_curve(
-            model, fill_image(inputs, self.start, self.blur_sigma), inputs,
-            self.order(attributions, seeds), target, fractions,
+            model,
+            fill_image(inputs, self.start, self.blur_sigma),
+            inputs,
+            self.order(attributions, seeds),
+            target,
+            fractions,
         )
         return {"auc": torch.trapezoid(curve, fractions, dim=1)}

@@ -83,7 +83,13 @@ class _TrainedCNN:
         module[0].mean.copy_(inputs.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
         module[0].std.copy_(inputs.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
         return train_classifier(
-            module, inputs, labels, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed
+            module,
+            inputs,
+            labels,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
         )
 
     def evaluate(self, module: nn.Module) -> dict[str, float]:

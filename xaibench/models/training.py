@@ -28,9 +28,7 @@ def train_classifier(
     order_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     module.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=order_generator)

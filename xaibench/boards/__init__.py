@@ -1,0 +1,1 @@
+"""Leaderboards: pure DataFrame -> DataFrame boards, and renderers (rich, Markdown, CSV)."""

@@ -1,0 +1,354 @@
+"""The `xaibench` command line (Typer): run, eval, check, ls, board, cache.
+
+It parses options and calls the modules; no logic of its own. Exit codes: 0 ok, 1 a gate
+failed, 2 a user error (one line, no traceback), 3 a job failed at run time, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+
+from xaibench.errors import UserError
+
+app = typer.Typer(
+    help="Benchmark attribution (saliency) methods for faithfulness: run manifests, evaluate one "
+    "method ad hoc, render leaderboards with confidence intervals against a random baseline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(
+    help="Inspect or clear the cache of trained models, logits and attributions.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+# Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns; give them room instead.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_GATE, EXIT_USER, EXIT_JOBS, EXIT_INTERRUPT = 1, 2, 3, 130
+
+
+class Format(str, Enum):
+    table = "table"
+    md = "md"
+    csv = "csv"
+
+
+def user_errors(command):
+    """Turn a UserError into one line on stderr and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(EXIT_USER) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: rows of finished batches are kept; rerun to continue", err=True)
+            raise typer.Exit(EXIT_INTERRUPT) from None
+
+    return wrapper
+
+
+RESULTS_OPTION = typer.Option(Path("results"), "--results", "-r", help="Root folder of result tables.")
+FORMAT_OPTION = typer.Option(Format.table, "--format", "-f", help="Leaderboard format.")
+
+
+@app.command()
+@user_errors
+def run(
+    manifest: Path = typer.Argument(..., help="YAML manifest (see manifests/)."),
+    results: Path = RESULTS_OPTION,
+    limit: int | None = typer.Option(None, help="Override options.limit (items per dataset)."),
+    fmt: Format = FORMAT_OPTION,
+    board: bool = typer.Option(True, help="Print the leaderboard at the end."),
+    gates: bool = typer.Option(True, help="Evaluate the manifest's gates (exit 1 when one fails)."),
+):
+    """Run every job of a manifest (skipping rows that exist), then print its leaderboard."""
+    from xaibench import manifest as manifest_module
+
+    loaded = manifest_module.load(manifest)
+    if limit is not None:
+        loaded = manifest_module.with_options(loaded, limit=limit)
+    raise typer.Exit(_execute(loaded, results, fmt, board, gates))
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    model: str = typer.Option(..., "--model", help="Model plugin, e.g. digits_cnn."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset plugin, e.g. digits."),
+    method: list[str] = typer.Option(..., "--method", help="Method plugin(s); repeat for several."),
+    metric: list[str] = typer.Option(..., "--metric", help="Metric plugin(s); repeat for several."),
+    limit: int | None = typer.Option(256, help="Items to evaluate (0 = all)."),
+    param: list[str] = typer.Option(
+        [],
+        "--param",
+        "-p",
+        help="Plugin parameter as KIND.NAME=VALUE, e.g. method.n_steps=16, metric.steps=10, dataset.size=16.",
+    ),
+    seed: int = typer.Option(0, help="Run seed."),
+    split: str = typer.Option("test", help="Dataset split."),
+    target: str = typer.Option("predicted", help="Explain the predicted class or the label."),
+    batch_size: int = typer.Option(64, help="Items per batch."),
+    baseline: bool = typer.Option(True, help="Also run the `random` control for the paired comparison."),
+    plugin: list[str] = typer.Option([], "--plugin", help="Extra plugin source: package.module:attr or file.py."),
+    results: Path = RESULTS_OPTION,
+    fmt: Format = FORMAT_OPTION,
+):
+    """Evaluate methods on one model and dataset without writing a manifest."""
+    from xaibench import manifest as manifest_module
+
+    params = _parse_params(param)
+    methods = list(dict.fromkeys(method))
+    if baseline and "random" not in methods:
+        methods.append("random")
+    data = {
+        "name": "eval",
+        "plugins": [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin],
+        "options": {
+            "split": split,
+            "limit": limit or None,
+            "batch_size": batch_size,
+            "target": target,
+            "seeds": [seed],
+        },
+        "models": [{model: params.get("model", {})}],
+        "datasets": [{dataset: params.get("dataset", {})}],
+        "methods": [{m: {} if m == "random" else params.get("method", {})} for m in methods],
+        "metrics": [{m: params.get("metric", {})} for m in metric],
+    }
+    loaded = manifest_module.from_dict(data, manifest_module.Locator("eval", ""))
+    raise typer.Exit(_execute(loaded, results, fmt, board=True, gates=False))
+
+
+def _parse_params(items: list[str]) -> dict[str, dict]:
+    params: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        kind, dot, name = key.partition(".")
+        if not sep or not dot or kind not in ("model", "dataset", "method", "metric") or not name:
+            raise UserError(
+                f"--param {item!r}: expected KIND.NAME=VALUE with KIND one of model, dataset, "
+                "method, metric (e.g. method.n_steps=16)"
+            )
+        try:
+            params.setdefault(kind, {})[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--param {item!r}: cannot read value {value!r}") from None
+    return params
+
+
+def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool) -> int:
+    from xaibench import gates as gates_module
+    from xaibench import results as results_module
+    from xaibench.boards import summary
+    from xaibench.progress import RichProgress
+    from xaibench.runner import Runner
+
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    with RichProgress(err) as progress:
+        runner = Runner(loaded, results, progress=progress.update, log=lambda m: progress.log(m))
+        report = runner.run()
+    counts = report.counts
+    err.print(
+        f"{report.jobs} jobs in {report.seconds:.1f}s · computed: {counts.models_trained} models trained, "
+        f"{counts.forward_items} forward, {counts.attributed_items} attributions, {counts.scored_items} scores · "
+        f"{counts.rows_written} rows written · {counts.skipped_items} items already done · "
+        f"results in {report.results_dir}"
+    )
+    rows = results_module.read(report.results_dir)
+    rows = rows[rows["job_key"].isin(runner.job_keys())]
+    table = summary.summary(rows) if not rows.empty else None
+    if board and table is not None:
+        _print_board(table, rows, fmt)
+    code = 0
+    if gates and loaded.gates and table is not None:
+        for result in gates_module.evaluate(loaded.gates, table):
+            status = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
+            err.print(f"gate {status}: {result.gate.describe()}")
+            for failure in result.failures:
+                err.print(f"  - {failure}")
+            code = code or (0 if result.passed else EXIT_GATE)
+    if report.failures:
+        err.print(
+            f"[red]{len(report.failures)} job(s) failed[/] (details in {report.results_dir}/{report.run_id}-run.json):"
+        )
+        for label, message in report.failures.items():
+            err.print(f"  - {label}: {message}")
+        code = EXIT_JOBS
+    return code
+
+
+def _print_board(table, rows, fmt: Format) -> None:
+    from xaibench.boards import render, summary
+
+    if fmt is Format.md:
+        typer.echo(render.markdown(table, summary.overall(rows)))
+    elif fmt is Format.csv:
+        typer.echo(render.csv(table), nl=False)
+    else:
+        render.print_rich(table, summary.overall(rows), out)
+
+
+@app.command()
+@user_errors
+def check(manifests: list[Path] = typer.Argument(..., help="Manifest file(s) to validate.")):
+    """Validate manifests (schema, plugins, parameters, model/dataset fit) without loading a model."""
+    from xaibench import manifest as manifest_module
+    from xaibench.runner import preflight
+
+    for path in manifests:
+        loaded = manifest_module.load(path)
+        preflight(loaded)
+        for warning in loaded.warnings:
+            err.print(f"[yellow]warning:[/] {path}: {warning}")
+        typer.echo(
+            f"{path}: ok · {len(loaded.jobs())} jobs ({len(loaded.models)} models x {len(loaded.datasets)} datasets "
+            f"x {len(loaded.methods)} methods x {len(loaded.metrics)} metrics x {len(loaded.options.seeds)} seeds)"
+        )
+
+
+@app.command("ls")
+@user_errors
+def ls(
+    kind: str | None = typer.Argument(None, help="model, dataset, method or metric (default: all)."),
+):
+    """List registered plugins with their parameters, defaults and a one-line description."""
+    import typing
+
+    from rich.table import Table
+
+    from xaibench import registry
+    from xaibench.api import KINDS
+
+    if kind is not None and kind not in KINDS:
+        plural = kind.rstrip("s")
+        if plural in KINDS:
+            kind = plural
+        else:
+            raise UserError(f"unknown plugin kind {kind!r}{registry.suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+    for k in [kind] if kind else KINDS:
+        table = Table(title=f"{k}s", title_justify="left", header_style="bold", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("parameters (default)")
+        table.add_column("description")
+        for name in registry.names(k):
+            cls = registry.get(k, name)
+            hints = typing.get_type_hints(cls)
+            params = ", ".join(
+                f"{f.name}: {registry.type_name(hints[f.name])} = {registry.default_of(f)!r}"
+                for f in registry.parameters(cls)
+            )
+            description = registry.summary(cls)
+            if k == "metric":
+                direction = cls.higher_is_better
+                description += (
+                    " ["
+                    + (
+                        "higher is better"
+                        if direction is True
+                        else "lower is better"
+                        if direction is False
+                        else "direction per score"
+                    )
+                    + "]"
+                )
+            table.add_row(name, params or "–", description)
+        out.print(table)
+
+
+@app.command()
+@user_errors
+def board(
+    results_dir: Path = typer.Argument(..., help="A manifest's results folder, or the whole results tree."),
+    fmt: Format = FORMAT_OPTION,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+):
+    """Render the leaderboard of stored results (no model work)."""
+    from xaibench import results as results_module
+    from xaibench.boards import render, summary
+
+    rows = results_module.read(results_dir)
+    if rows.empty:
+        raise UserError(f"{results_dir}: no result rows found; run `xaibench run MANIFEST` first")
+    table = summary.summary(rows)
+    if output is None:
+        _print_board(table, rows, fmt)
+        return
+    text = {
+        Format.md: lambda: render.markdown(table, summary.overall(rows)),
+        Format.csv: lambda: render.csv(table),
+        Format.table: lambda: render.markdown(table, summary.overall(rows)),
+    }[fmt]()
+    from xaibench.results import write_text
+
+    write_text(output, text)
+    err.print(f"wrote {output}")
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info():
+    """Where the cache is and how much it holds."""
+    from xaibench.cache import Cache
+
+    cache = Cache()
+    typer.echo(f"cache root: {cache.root}  (move it with XAIBENCH_CACHE)")
+    for row in cache.info():
+        typer.echo(
+            f"  {row['kind']:<13} {row['entries']:>6} entries {row['files']:>7} files {row['bytes'] / 1e6:>9.1f} MB"
+        )
+    for record in cache.models():
+        extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.endswith("accuracy"))
+        typer.echo(f"  model {record.get('name')}: trained in {record.get('train_seconds', 0):.1f}s; {extra}")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(
+    kind: str | None = typer.Argument(None, help="models, logits or attributions (default: all)."),
+):
+    """Delete cached entries (all, or one kind)."""
+    from xaibench.cache import KINDS, Cache
+
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"unknown cache kind {kind!r}; use one of {', '.join(KINDS)}")
+    freed = Cache().clear(kind)
+    typer.echo(f"cleared {kind or 'all'}: {freed / 1e6:.1f} MB freed")
+
+
+@cache_app.command("verify")
+@user_errors
+def cache_verify():
+    """Check every cached file against its stored hash."""
+    from xaibench.cache import Cache
+
+    bad = Cache().verify()
+    for path in bad:
+        typer.echo(f"corrupt: {path}")
+    typer.echo(f"{len(bad)} corrupt file(s)" if bad else "cache ok")
+    if bad:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `xaibench board ... | head`
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

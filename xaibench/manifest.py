@@ -8,7 +8,9 @@ Jobs are the product models x datasets x methods x metrics x seeds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,16 +75,21 @@ class PluginSpec:
 
     @property
     def params(self) -> dict[str, Any]:
-        import json
-
         return json.loads(self.params_json)
 
     def instance(self):
-        return registry.build(self.kind, self.name, self.params, self.where)
+        return _build_cached(self.kind, self.name, self.params_json, self.where)
 
     @property
     def label(self) -> str:
         return self.name
+
+
+@functools.lru_cache(maxsize=1024)
+def _build_cached(kind: str, name: str, params_json: str, where: str):
+    # Plugins are frozen dataclasses, so one shared instance per spec is safe, and it keeps
+    # cached properties (a dataset's loaded arrays and revision hash) alive across batches.
+    return registry.build(kind, name, json.loads(params_json), where)
 
 
 @dataclass(frozen=True)
@@ -392,6 +399,6 @@ def check_compatibility(manifest: Manifest) -> None:
             expected = tuple(getattr(model, "input_shape", data.shape))
             if expected != tuple(data.shape):
                 raise UserError(
-                    f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} but model "
-                    f"{model_spec.name!r} expects {expected}; set matching size/channels parameters"
+                    f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} "
+                    f"but model {model_spec.name!r} expects {expected}; set matching size/channels parameters"
                 )

@@ -10,6 +10,7 @@ A job that fails is recorded with its error while the other jobs go on.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 import uuid
@@ -347,43 +348,48 @@ class Runner:
         )
         return _Keys(mkey, dkey, make_key({"model": mkey, "data": dkey}), akey, jkey)
 
+    @functools.cache  # noqa: B019 - one runner per run; bounded by its jobs
+    def _job_columns(self, job: Job, keys: _Keys) -> dict[str, Any]:
+        """The columns every row of a job shares."""
+        model, dataset, method = job.model.instance(), job.dataset.instance(), job.method.instance()
+        metric_cls = type(job.metric.instance())
+        return {
+            "run_id": self.run_id,
+            "manifest": self.manifest.name,
+            "job_key": keys.job,
+            "attribution_key": keys.attribution,
+            "model": job.model.name,
+            "model_params": job.model.params_json,
+            "model_version": model.version,
+            "model_revision": model.revision,
+            "dataset": job.dataset.name,
+            "dataset_params": job.dataset.params_json,
+            "dataset_version": dataset.version,
+            "dataset_revision": dataset.revision,
+            "split": self.options.split,
+            "method": job.method.name,
+            "method_params": job.method.params_json,
+            "method_version": method.version,
+            "metric": job.metric.name,
+            "metric_params": job.metric.params_json,
+            "metric_version": metric_cls.version,
+            "target_mode": self.options.target,
+            "seed": job.seed,
+            **self._provenance,
+        }
+
     def _add_rows(self, job, keys, batch, target, predictions, scores, metric_cls, attribution_s, elapsed):
-        model, dataset = job.model.instance(), job.dataset.instance()
-        method = job.method.instance()
-        now = datetime.now(timezone.utc)
+        shared = {
+            **self._job_columns(job, keys),
+            "time": datetime.now(timezone.utc),
+            "attribution_s": attribution_s,
+            "elapsed_s": elapsed,
+        }
         buffer = self._buffers[keys.job]
+        n = len(batch)
         for name, values in scores.items():
-            n = len(batch)
-            constant = {
-                "run_id": self.run_id,
-                "time": now,
-                "manifest": self.manifest.name,
-                "job_key": keys.job,
-                "attribution_key": keys.attribution,
-                "model": job.model.name,
-                "model_params": job.model.params_json,
-                "model_version": model.version,
-                "model_revision": model.revision,
-                "dataset": job.dataset.name,
-                "dataset_params": job.dataset.params_json,
-                "dataset_version": dataset.version,
-                "dataset_revision": dataset.revision,
-                "split": self.options.split,
-                "method": job.method.name,
-                "method_params": job.method.params_json,
-                "method_version": method.version,
-                "metric": job.metric.name,
-                "metric_params": job.metric.params_json,
-                "metric_version": metric_cls.version,
-                "target_mode": self.options.target,
-                "seed": job.seed,
-                "score": name,
-                "higher_is_better": higher_is_better(metric_cls, name),
-                "attribution_s": attribution_s,
-                "elapsed_s": elapsed,
-                **self._provenance,
-            }
-            for column, value in constant.items():
+            row_constants = {**shared, "score": name, "higher_is_better": higher_is_better(metric_cls, name)}
+            for column, value in row_constants.items():
                 buffer[column].extend([value] * n)
             buffer["item_id"].extend(batch.ids)
             buffer["label"].extend(batch.labels.tolist())

@@ -4,9 +4,11 @@ is kept (metrics reduce it with ``abs_sum`` by default)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from captum.attr import (
     Deconvolution,
@@ -21,6 +23,17 @@ from torch import Tensor, nn
 
 from xaibench.registry import register
 from xaibench.seeding import generator
+
+
+@contextmanager
+def numpy_seeded(seed: int):
+    """Seed numpy's global RNG (captum's GradientShap draws from it), then restore its state."""
+    state = np.random.get_state()
+    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 @register("method", "saliency")
@@ -122,7 +135,9 @@ class GradientShapMethod:
     """GradientSHAP (Lundberg & Lee, 2017) via captum: expected gradients over random baselines.
 
     Baselines: black and one uniform-noise image per item. captum draws its samples from the
-    global RNG, so each item is attributed under its own seed (independent of the batch).
+    global torch and numpy RNGs (noise; baseline choice and interpolation points), so each item
+    is attributed with both seeded from its own seed (independent of the batch), and both RNG
+    states are restored afterwards.
     """
 
     version: ClassVar[str] = "1"
@@ -136,7 +151,7 @@ class GradientShapMethod:
             for x, t, seed in zip(inputs, target, seeds.tolist(), strict=True):
                 noise = torch.rand(x.shape, generator=generator(seed, salt=2)).to(x.device)
                 baselines = torch.stack([torch.zeros_like(x), noise])
-                with torch.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=[]), numpy_seeded(seed):
                     torch.manual_seed(seed)
                     maps.append(
                         explainer.attribute(

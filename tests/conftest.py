@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated cache root, tiny models, a digits batch, a trained digits_cnn.
+
+Every test runs with ``XAIBENCH_CACHE`` pointing at a per-session temporary folder, so nothing
+reads or writes ``~/.cache``. ``digits_cnn`` trains at most once per session (seconds), into that
+folder; tests that need a cache of their own copy its ``models/`` folder instead of retraining.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from xaibench import registry
+from xaibench.cache import Cache
+from xaibench.datasets.digits import Digits
+from xaibench.model_store import ModelStore
+from xaibench.models.cnn import small_cnn
+from xaibench.seeding import item_seeds
+
+
+def pytest_configure(config):
+    # captum warns on every call that it set requires_grad or hooked ReLUs; xaibench silences
+    # that at import, but pytest resets warning filters per test.
+    config.addinivalue_line("filterwarnings", r"ignore::UserWarning:captum\..*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_root(tmp_path_factory) -> Path:
+    """``XAIBENCH_CACHE`` for the whole session (subprocesses inherit it)."""
+    root = tmp_path_factory.mktemp("xaibench-cache")
+    previous = os.environ.get("XAIBENCH_CACHE")
+    os.environ["XAIBENCH_CACHE"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("XAIBENCH_CACHE", None)
+    else:
+        os.environ["XAIBENCH_CACHE"] = previous
+
+
+@pytest.fixture
+def tiny_cnn() -> torch.nn.Module:
+    """An untrained, seeded ``small_cnn(1, 8, 10, 8)`` in eval mode (fresh per test)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        model = small_cnn(1, 8, 10, 8)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_batch():
+    """The first 8 test items of ``digits`` (8x8, grey)."""
+    return next(Digits().batches("test", batch_size=8))
+
+
+@pytest.fixture(scope="session")
+def digits_seeds(digits_batch) -> torch.Tensor:
+    return item_seeds(0, digits_batch.ids, "method")
+
+
+@pytest.fixture(scope="session")
+def digits_model_spec():
+    return registry.build("model", "digits_cnn")
+
+
+@pytest.fixture(scope="session")
+def trained_digits_cnn(session_cache_root, digits_model_spec) -> torch.nn.Module:
+    """``digits_cnn`` with default parameters, trained once into the session cache."""
+    store = ModelStore(Cache(session_cache_root), torch.device("cpu"), log=lambda message: None)
+    return store.get(digits_model_spec)
+
+
+@pytest.fixture
+def warm_cache(tmp_path, session_cache_root, trained_digits_cnn) -> Cache:
+    """A fresh cache root holding only the trained models of the session cache (no tensors)."""
+    root = tmp_path / "cache"
+    shutil.copytree(session_cache_root / "models", root / "models")
+    return Cache(root)

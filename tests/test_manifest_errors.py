@@ -1,0 +1,276 @@
+"""Bad manifests through the real CLI: `xaibench check` and `xaibench run` exit 2 with one line.
+
+Every case is a mistake a user makes in a YAML manifest. Both commands must reject it before any
+model work, with exactly one non-empty line on stderr (no traceback) that names the file, the
+line where there is one, and the valid name the user probably meant. A rejected run must leave
+the results already written under the manifest's name untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xaibench import results
+from xaibench.cli import app
+
+LINEAR_MODEL_PLUGIN = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from xaibench.registry import register
+
+
+@register("model", "test_linear")
+@dataclass(frozen=True)
+class TestLinear:
+    """A linear classifier of 8x8 grey images: no Conv2d layer, nothing to train."""
+
+    version: ClassVar[str] = "1"
+
+    @property
+    def revision(self) -> str:
+        return "untrained"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, 8, 8)
+
+    def build(self) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+'''
+
+BROKEN_PLUGIN = "import torch\nVALUE = 1 / 0\n"
+
+# A valid manifest; each case below changes one thing in it. Line numbers are 1-based.
+GOOD = """\
+name: bad
+options: {limit: 8, batch_size: 8}
+models: [digits_cnn]
+datasets: [digits]
+methods: [random, saliency]
+metrics: [deletion]
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new)
+
+
+# id -> (manifest text, fragments the error line must contain, line number it must name or None)
+CASES: dict[str, tuple[str, list[str], int | None]] = {
+    "invalid_yaml": (
+        edit("datasets: [digits]", "datasets: digits: 8"),
+        ["invalid YAML", "mapping values are not allowed"],
+        4,
+    ),
+    "top_level_not_mapping": ("- digits_cnn\n- digits\n", ["a manifest is a mapping", "name"], 1),
+    "unknown_top_level_key": (
+        edit("methods:", "methds:"),
+        ["unknown key 'methds'", "did you mean 'methods'"],
+        5,
+    ),
+    "missing_required_key": (edit("metrics: [deletion]\n", ""), ["missing required key 'metrics'"], 1),
+    "unknown_method": (
+        edit("[random, saliency]", "[random, salency]"),
+        ["unknown method 'salency'", "did you mean 'saliency'"],
+        5,
+    ),
+    "unknown_parameter": (
+        edit("methods: [random, saliency]", "methods:\n  - random\n  - integrated_gradients:\n      n_step: 8"),
+        ["unknown parameter 'n_step'", "integrated_gradients", "did you mean 'n_steps'"],
+        7,
+    ),
+    "wrong_parameter_type": (
+        edit("methods: [random, saliency]", 'methods:\n  - random\n  - integrated_gradients: {n_steps: "many"}'),
+        ["n_steps", "expected an integer", "'many'"],
+        7,
+    ),
+    "literal_parameter_value": (
+        edit("metrics: [deletion]", "metrics:\n  - deletion: {reduce: purple}"),
+        ["reduce", "'purple' is not one of", "'abs_sum'"],
+        7,
+    ),
+    "literal_parameter_typo": (
+        edit("metrics: [deletion]", "metrics:\n  - deletion: {reduce: max_ab}"),
+        ["reduce", "did you mean 'max_abs'"],
+        7,
+    ),
+    "parameter_out_of_range": (
+        edit("metrics: [deletion]", "metrics:\n  - deletion: {steps: 0}"),
+        ["deletion", "steps must be between 1 and 1000"],
+        7,
+    ),
+    "unknown_option": (
+        edit("batch_size: 8", "batchsize: 8"),
+        ["unknown option 'batchsize'", "did you mean 'batch_size'"],
+        2,
+    ),
+    "option_target": (edit("limit: 8", "limit: 8, target: foo"), ["target", "'predicted' or 'label'", "foo"], 2),
+    "option_negative_limit": (edit("limit: 8", "limit: -3"), ["limit", "positive integer", "-3"], 2),
+    "option_seeds_not_integers": (edit("limit: 8", "limit: 8, seeds: [a]"), ["seeds", "integers"], 2),
+    "options_not_mapping": (edit("{limit: 8, batch_size: 8}", "[limit, 8]"), ["options", "mapping"], 2),
+    "empty_methods": (edit("[random, saliency]", "[]"), ["methods", "non-empty list"], 5),
+    "duplicate_method": (
+        edit("methods: [random, saliency]", "methods:\n  - random\n  - saliency\n  - saliency"),
+        ["method 'saliency' is listed twice"],
+        8,
+    ),
+    "unsupported_version": (edit("name: bad\n", "name: bad\nversion: 2\n"), ["version 2", "use 1"], 2),
+    "bad_name": (edit("name: bad", "name: ../bad"), ["name must be", "results folder"], 1),
+    "plugin_file_missing": (
+        edit("name: bad\n", "name: bad\nplugins: [missing.py]\n"),
+        ["plugins[0]", "plugin file not found", "missing.py"],
+        2,
+    ),
+    "plugin_file_raises": (
+        edit("name: bad\n", "name: bad\nplugins: [broken.py]\n"),
+        ["plugins[0]", "broken.py", "ZeroDivisionError"],
+        2,
+    ),
+    "plugin_module_missing": (
+        edit("name: bad\n", "name: bad\nplugins: ['nonexistent_mod:thing']\n"),
+        ["plugins[0]", "cannot import module 'nonexistent_mod'", "PYTHONPATH"],
+        2,
+    ),
+    "gate_unknown_metric": (
+        GOOD + "gates:\n  - {rule: beats_random, metric: deletio}\n",
+        ["gate metric 'deletio' is not among the manifest's metrics", "did you mean 'deletion'"],
+        8,
+    ),
+    "gate_unknown_rule": (
+        GOOD + "gates:\n  - {rule: beat_random, metric: deletion}\n",
+        ["unknown rule 'beat_random'", "did you mean 'beats_random'"],
+        8,
+    ),
+    "gate_unknown_method": (
+        GOOD + "gates:\n  - rule: beats_random\n    metric: deletion\n    methods: [salincy]\n",
+        ["gate method 'salincy'", "did you mean 'saliency'"],
+        10,
+    ),
+    "incompatible_model_dataset": (
+        edit("datasets: [digits]", "datasets:\n  - digits: {size: 16}"),
+        ["(1, 16, 16)", "digits_cnn", "(1, 8, 8)"],
+        5,
+    ),
+    "grad_cam_without_conv": (
+        edit("name: bad\n", "name: bad\nplugins: [linear_model.py]\n")
+        .replace("[digits_cnn]", "[test_linear]")
+        .replace("[random, saliency]", "[random, grad_cam]"),
+        ["grad_cam", "test_linear", "Conv2d"],
+        6,
+    ),
+}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's folder: the current directory, with plugin files beside the manifests."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XAIBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "linear_model.py").write_text(LINEAR_MODEL_PLUGIN)
+    (tmp_path / "broken.py").write_text(BROKEN_PLUGIN)
+    return tmp_path
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def one_error_line(result) -> str:
+    """The exit code is 2 and stderr holds exactly one non-empty line, without a traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def run_args(command: str, path: str, results_root: Path) -> list[str]:
+    return [command, path] if command == "check" else [command, path, "--results", str(results_root)]
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_manifest_is_one_located_line(workdir: Path, command: str, case: str):
+    text, fragments, line = CASES[case]
+    (workdir / "bad.yaml").write_text(text)
+    result = invoke(*run_args(command, "bad.yaml", workdir / "results"))
+    message = one_error_line(result)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    if line is None:
+        assert "bad.yaml" in message, message
+    else:
+        assert re.search(rf"\bbad\.yaml:{line}\b", message), (line, message)
+    assert not (workdir / "results").exists(), "a rejected manifest must not create a results folder"
+    assert result.stdout == "", "nothing but the error may be printed"
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_missing_manifest_file_suggests_a_neighbour(workdir: Path, command: str):
+    (workdir / "quickstart.yaml").write_text(GOOD)
+    message = one_error_line(invoke(*run_args(command, "quickstrat.yaml", workdir / "results")))
+    assert "manifest not found: quickstrat.yaml" in message
+    assert "did you mean 'quickstart.yaml'" in message
+
+    message = one_error_line(invoke(*run_args(command, "nowhere/else.yaml", workdir / "results")))
+    assert "manifest not found: nowhere/else.yaml" in message
+
+
+def test_check_stops_at_the_first_bad_manifest_of_several(workdir: Path):
+    (workdir / "good.yaml").write_text(GOOD)
+    (workdir / "bad.yaml").write_text(CASES["unknown_method"][0])
+    result = invoke("check", "good.yaml", "bad.yaml")
+    message = one_error_line(result)
+    assert message.startswith("error: bad.yaml:5:")
+    assert "good.yaml: ok" in result.stdout
+
+
+def test_run_limit_option_must_be_positive(workdir: Path):
+    (workdir / "good.yaml").write_text(GOOD)
+    message = one_error_line(invoke("run", "good.yaml", "--limit", "0", "--results", str(workdir / "results")))
+    assert "--limit must be a positive integer" in message
+
+
+def test_a_rejected_run_leaves_written_results_untouched(workdir: Path):
+    good = textwrap.dedent(
+        """\
+        name: keep
+        plugins: [linear_model.py]
+        options: {limit: 16, batch_size: 8}
+        models: [test_linear]
+        datasets: [digits]
+        methods: [random, saliency]
+        metrics: [deletion: {steps: 4}]
+        """
+    )
+    (workdir / "keep.yaml").write_text(good)
+    root = workdir / "results"
+    first = invoke("run", "keep.yaml", "--results", str(root))
+    assert first.exit_code == 0, first.output
+    folder = root / "keep"
+    before = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    parquet = [p for p in before if p.suffix == ".parquet"]
+    assert parquet, "the good manifest must have written result files"
+    rows_before = results.read(folder)
+    assert len(rows_before) == 16 * 2  # items x methods (deletion has one score)
+
+    bad_at_load = good.replace("[random, saliency]", "[random, salency]")
+    bad_at_preflight = good.replace("[random, saliency]", "[random, saliency, grad_cam]")
+    for bad in (bad_at_load, bad_at_preflight):
+        (workdir / "keep.yaml").write_text(bad)
+        one_error_line(invoke("run", "keep.yaml", "--results", str(root)))
+        after = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        assert after == before, "a rejected run changed the results folder"
+    assert results.read(folder).equals(rows_before)

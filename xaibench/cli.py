@@ -228,6 +228,7 @@ def ls(
     """List registered plugins with their parameters, defaults and a one-line description."""
     import typing
 
+    from rich.markup import escape
     from rich.table import Table
 
     from xaibench import registry
@@ -265,7 +266,8 @@ def ls(
                     )
                     + "]"
                 )
-            table.add_row(name, params or "–", description)
+            # Plain text, not rich markup: "[lower is better]" and "list[float]" must show as written.
+            table.add_row(escape(name), escape(params or "–"), escape(description))
         out.print(table)
 
 
@@ -275,6 +277,7 @@ def board(
     results_dir: Path = typer.Argument(..., help="A manifest's results folder, or the whole results tree."),
     fmt: Format = FORMAT_OPTION,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw each method's mean and CI to this PNG."),
 ):
     """Render the leaderboard of stored results (no model work)."""
     from xaibench import results as results_module
@@ -284,6 +287,11 @@ def board(
     if rows.empty:
         raise UserError(f"{results_dir}: no result rows found; run `xaibench run MANIFEST` first")
     table = summary.summary(rows)
+    if plot is not None:
+        from xaibench.boards.plot import plot_board
+
+        plot_board(table, plot)
+        err.print(f"wrote {plot}")
     if output is None:
         _print_board(table, rows, fmt)
         return

@@ -229,6 +229,6 @@ def canonical_params(plugin: Any) -> dict[str, Any]:
 
 
 def summary(cls: type) -> str:
-    """First line of the plugin's docstring."""
+    """First paragraph of the plugin's docstring, on one line (docstrings wrap their first sentence)."""
     doc = (cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n")[0].split())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -15,6 +15,27 @@ import torch.nn.functional as F
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split, iterate
 from xaibench.registry import register
+
+
+@functools.lru_cache(maxsize=4)
+def _load(test_fraction: float, split_seed: int):
+    """(images in [0, 1], labels, split -> sorted indices); loaded once per process."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = data.images.astype(np.float32) / 16.0
+    labels = data.target.astype(np.int64)
+    index = np.arange(len(labels))
+    train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=split_seed)
+    return images, labels, {"train": np.sort(train), "test": np.sort(test)}
+
+
+@functools.lru_cache(maxsize=1)
+def _revision() -> str:
+    """Hash of the bundled pixels and labels: pins the data whatever scikit-learn ships."""
+    images, labels, _ = _load(0.2, 0)
+    return f"sklearn-digits-{hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]}"
 
 
 @register("dataset", "digits")
@@ -38,25 +59,13 @@ class Digits:
         if not 0.05 <= self.test_fraction <= 0.95:
             raise ValueError(f"test_fraction must be between 0.05 and 0.95, got {self.test_fraction}")
 
-    @cached_property
+    @property
     def _raw(self):
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        data = load_digits()
-        images = data.images.astype(np.float32) / 16.0
-        labels = data.target.astype(np.int64)
-        index = np.arange(len(labels))
-        train, test = train_test_split(
-            index, test_size=self.test_fraction, stratify=labels, random_state=self.split_seed
-        )
-        return images, labels, {"train": np.sort(train), "test": np.sort(test)}
+        return _load(self.test_fraction, self.split_seed)
 
     @property
     def revision(self) -> str:
-        images, labels, _ = self._raw
-        digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-        return f"sklearn-digits-{digest[:16]}"
+        return _revision()
 
     @property
     def shape(self) -> tuple[int, int, int]:

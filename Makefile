@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/xaibench run $(MANIFEST)
 
-# pytest exits 5 when it collects no test: that must fail, never pass quietly.
+# Lint first (seconds), then the suite. pytest exits 5 when it collects no test: that must
+# fail, never pass quietly.
 test: $(STAMP)
+	$(BIN)/ruff check xaibench tests benchmarks
+	$(BIN)/ruff format --check --quiet xaibench tests benchmarks
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)

@@ -63,8 +63,14 @@ def main() -> None:
     started = time.perf_counter()
     ours = torch.cat(
         [
-            metric.score(model, batch.select(list(range(s, min(s + 64, len(ids))))), target[s : s + 64],
-                         attributions[s : s + 64], None, seeds[s : s + 64])["auc"]
+            metric.score(
+                model,
+                batch.select(list(range(s, min(s + 64, len(ids))))),
+                target[s : s + 64],
+                attributions[s : s + 64],
+                None,
+                seeds[s : s + 64],
+            )["auc"]
             for s in range(0, len(ids), 64)
         ]
     ).numpy()

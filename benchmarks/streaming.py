@@ -56,7 +56,7 @@ def main() -> None:
         run_measured([*xaibench, "run", str(work / "warm.yaml"), "--results", str(work / "r0"), "--no-board"], env)
 
         # Baseline: the same process start-up and imports with no work (`xaibench ls`).
-        _, idle_rss, _ = run_measured([*xaibench, "ls"], env)
+        idle_seconds, idle_rss, _ = run_measured([*xaibench, "ls"], env)
         rows = []
         for n in options.sizes:
             cache = work / f"cache-{n}"
@@ -69,15 +69,23 @@ def main() -> None:
             )
             rows.append((n, seconds, rss))
 
-        print(f"\nsynthetic 32x32, 4 methods x 2 metrics (8 jobs); process baseline (imports only): {idle_rss:.0f} MB")
-        print(f"{'items':>6} {'wall s':>8} {'items/s':>9} {'job-items/s':>12} {'peak RSS MB':>12} {'above baseline':>15}")
+        print(
+            f"\nsynthetic 32x32, 4 methods x 2 metrics (8 jobs); process start-up without work: "
+            f"{idle_seconds:.1f} s, {idle_rss:.0f} MB"
+        )
+        header = ("items", "wall s", "work s", "items/s", "job-items/s", "peak RSS MB", "above start-up")
+        print("{:>6} {:>8} {:>8} {:>9} {:>12} {:>12} {:>15}".format(*header))
         for n, seconds, rss in rows:
-            print(f"{n:>6} {seconds:>8.1f} {n / seconds:>9.1f} {8 * n / seconds:>12.1f} {rss:>12.0f} {rss - idle_rss:>15.0f}")
+            work_seconds = max(1e-3, seconds - idle_seconds)
+            print(
+                f"{n:>6} {seconds:>8.1f} {work_seconds:>8.1f} {n / work_seconds:>9.1f} {8 * n / work_seconds:>12.1f} "
+                f"{rss:>12.0f} {rss - idle_rss:>15.0f}"
+            )
         if len(rows) >= 2:
             (n0, _, r0), (n1, _, r1) = rows[0], rows[-1]
             print(
                 f"\nitems x{n1 / n0:.0f} -> peak RSS x{r1 / r0:.2f} "
-                f"(above baseline x{(r1 - idle_rss) / max(1.0, r0 - idle_rss):.2f})"
+                f"(above start-up x{(r1 - idle_rss) / max(1.0, r0 - idle_rss):.2f})"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,8 +11,13 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread: these models are tiny, and on a 2-core machine shared with other work
+# a second OpenMP thread makes training up to 10x slower (spin-waiting), not faster.
+# Subprocesses (CLI tests) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from xaibench import registry
 from xaibench.cache import Cache
@@ -20,6 +25,8 @@ from xaibench.datasets.digits import Digits
 from xaibench.model_store import ModelStore
 from xaibench.models.cnn import small_cnn
 from xaibench.seeding import item_seeds
+
+torch.set_num_threads(1)
 
 
 def pytest_configure(config):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xaibench import results
+from xaibench import registry, results
 from xaibench.cli import app
 
 LINEAR_MODEL_PLUGIN = '''
@@ -94,8 +94,8 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         7,
     ),
     "literal_parameter_value": (
-        edit("metrics: [deletion]", "metrics:\n  - deletion: {reduce: purple}"),
-        ["reduce", "'purple' is not one of", "'abs_sum'"],
+        edit("metrics: [deletion]", "metrics:\n  - deletion: {fill: purple}"),
+        ["metrics[0].deletion.fill", "'purple' is not one of", "'black'"],
         7,
     ),
     "literal_parameter_typo": (
@@ -168,6 +168,17 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         6,
     ),
 }
+
+
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """Plugins that a test's manifest loads stay out of the registry seen by other tests."""
+    registry.load_builtins()
+    saved = {kind: dict(plugins) for kind, plugins in registry._REGISTRY.items()}
+    yield
+    for kind, plugins in saved.items():
+        registry._REGISTRY[kind].clear()
+        registry._REGISTRY[kind].update(plugins)
 
 
 @pytest.fixture

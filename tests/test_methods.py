@@ -262,7 +262,7 @@ def test_sobel_on_a_constant_image_is_zero():
     inputs = torch.full((2, 3, 8, 8), 0.7)
     out = build("sobel").attribute(None, inputs, torch.zeros(2, dtype=torch.long), item_seeds(0, ["a", "b"]))
     assert out.shape == inputs.shape
-    assert torch.equal(out, torch.zeros_like(out))
+    assert out.abs().max() < 1e-6  # zero up to float rounding of the channel mean
 
 
 def test_sobel_peaks_at_a_vertical_step_edge():

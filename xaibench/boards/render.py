@@ -7,6 +7,7 @@ import math
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from xaibench.boards.summary import CELL, VERDICT_BEATS, VERDICT_WORSE
 
@@ -68,24 +69,26 @@ def print_rich(board: pd.DataFrame, overall: pd.DataFrame | None, console: Conso
         console.print("no results yet")
         return
     for title, rows in _rows(board):
-        table = Table(title=title, title_justify="left", header_style="bold")
+        # Cells are Text, not markup: a variant label such as "ig[n_steps=8]" must show as written.
+        table = Table(title=Text(title), title_justify="left", header_style="bold")
         for header in HEADERS:
             table.add_column(header, justify="right" if header in ("#", "n", "p (Holm)") else "left")
         for row in rows:
-            style = VERDICT_STYLE.get(row[-1])
-            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+            table.add_row(*map(Text, row[:-1]), Text(row[-1], style=VERDICT_STYLE.get(row[-1], "")))
         console.print(table)
     if overall is not None and not overall.empty and overall["metrics"].max() > 1:
         for (model, dataset), group in overall.groupby(["model", "dataset"], sort=False):
             table = Table(
-                title=f"{model} × {dataset} · overall: mean rank across {group['metrics'].iloc[0]} metrics",
+                title=Text(f"{model} × {dataset} · overall: mean rank across {group['metrics'].iloc[0]} metrics"),
                 title_justify="left",
                 header_style="bold",
             )
             for header in ("method", "mean rank [95% CI]"):
                 table.add_column(header)
             for _, r in group.iterrows():
-                table.add_row(r["method"], f"{r['mean_rank']:.2f} [{r['rank_low']:.1f}, {r['rank_high']:.1f}]")
+                table.add_row(
+                    Text(r["method"]), Text(f"{r['mean_rank']:.2f} [{r['rank_low']:.1f}, {r['rank_high']:.1f}]")
+                )
             console.print(table)
 
 

@@ -1,0 +1,202 @@
+"""The runner, in process: shared work, warm reruns, incremental limits, batch-size invariance,
+and a job that fails at run time while the others go on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from typing import ClassVar
+
+import pytest
+import torch
+
+from xaibench import registry, results
+from xaibench.cache import Cache
+from xaibench.manifest import parse, with_options
+from xaibench.registry import register
+from xaibench.runner import Runner
+
+MANIFEST = """
+name: runner-test
+options: {{split: test, limit: {limit}, batch_size: {batch_size}, seeds: [0]}}
+models: [digits_cnn]
+datasets: [digits]
+methods: [{methods}]
+metrics: [deletion]
+"""
+
+
+def manifest(limit: int = 32, batch_size: int = 16, methods: str = "random, saliency"):
+    return parse(MANIFEST.format(limit=limit, batch_size=batch_size, methods=methods), source="runner-test.yaml")
+
+
+def run(m, results_root, cache: Cache):
+    return Runner(m, results_root, cache=cache, log=lambda message: None).run()
+
+
+def test_warm_rerun_and_incremental_limit(tmp_path, warm_cache):
+    results_root = tmp_path / "results"
+    first = run(manifest(limit=32), results_root, warm_cache)
+    assert first.failures == {}
+    assert first.jobs == 2
+    assert first.counts.models_trained == 0, "the model comes from the cache"
+    assert first.counts.forward_items == 32, "one forward pass per item, shared by both jobs"
+    assert first.counts.attributed_items == 32 * 2
+    assert first.counts.scored_items == 32 * 2
+    assert first.counts.rows_written == 32 * 2
+    assert first.results_dir == results_root / "runner-test"
+    assert list(first.results_dir.glob(f"{first.run_id}-run.json"))
+
+    second = run(manifest(limit=32), results_root, Cache(warm_cache.root))
+    counts = second.counts
+    assert (counts.forward_items, counts.attributed_items, counts.scored_items, counts.rows_written) == (0, 0, 0, 0)
+    assert counts.skipped_items == 32
+    assert not list(second.results_dir.glob(f"{second.run_id}-*")), "a fully cached rerun writes nothing"
+
+    third = run(with_options(manifest(limit=32), limit=48), results_root, Cache(warm_cache.root))
+    assert third.counts.forward_items == 16
+    assert third.counts.attributed_items == 16 * 2
+    assert third.counts.scored_items == 16 * 2
+    assert third.counts.rows_written == 16 * 2
+
+    frame = results.read(first.results_dir)
+    assert len(frame) == 48 * 2
+    assert not frame.duplicated(["job_key", "item_id", "score"]).any()
+    assert frame.groupby("method")["item_id"].nunique().to_dict() == {"random": 48, "saliency": 48}
+    assert set(frame["score"]) == {"auc"}
+    assert frame["value"].between(0, 1).all()
+    assert (frame["higher_is_better"] == False).all()  # noqa: E712
+    assert frame["run_id"].nunique() == 2
+    assert frame["job_key"].nunique() == 2
+    assert (frame["target"] == frame["prediction"]).all(), "target: predicted"
+    assert json.loads(frame["method_params"].iloc[0]) == {}
+    assert json.loads(frame.loc[frame["metric"] == "deletion", "metric_params"].iloc[0])["steps"] == 20
+
+
+def test_rerun_after_losing_the_cache_recomputes_nothing_already_written(tmp_path, warm_cache):
+    """Rows, not the tensor cache, decide what is done: a cleared cache costs no rows."""
+    results_root = tmp_path / "results"
+    run(manifest(limit=16), results_root, warm_cache)
+    warm_cache.clear("attributions")
+    warm_cache.clear("logits")
+    again = run(manifest(limit=16), results_root, Cache(warm_cache.root))
+    assert again.counts.forward_items == 0
+    assert again.counts.rows_written == 0
+
+
+def test_cached_attributions_are_reused_by_a_new_metric(tmp_path, warm_cache):
+    results_root = tmp_path / "results"
+    run(manifest(limit=16), results_root, warm_cache)
+    text = MANIFEST.format(limit=16, batch_size=16, methods="random, saliency").replace(
+        "metrics: [deletion]", "metrics: [deletion, insertion]"
+    )
+    report = run(parse(text), results_root, Cache(warm_cache.root))
+    assert report.counts.forward_items == 0
+    assert report.counts.attributed_items == 0, "attributions come from the cache"
+    assert report.counts.scored_items == 16 * 2, "only the new metric's jobs are scored"
+    assert report.counts.rows_written == 16 * 2
+
+
+def test_values_do_not_depend_on_batch_size(tmp_path, warm_cache):
+    """Per-item seeds (method noise, ranking tie-breaks) come from item ids, not positions.
+
+    sobel leaves whole regions at zero importance, so its scores lean on the seeded tie-break.
+    """
+    methods = "random, saliency, sobel"
+
+    def study(batch_size: int):
+        text = MANIFEST.format(limit=24, batch_size=batch_size, methods=methods)
+        return parse(text.replace("metrics: [deletion]", "metrics: [deletion, insertion]"))
+
+    small = run(study(8), tmp_path / "a", warm_cache)
+    fresh = tmp_path / "fresh-cache"
+    shutil.copytree(warm_cache.root / "models", fresh / "models")
+    large = run(study(32), tmp_path / "b", Cache(fresh))
+    assert large.counts.attributed_items == 24 * 3, "a fresh cache: everything recomputed"
+    frame_a = results.read(small.results_dir)
+    frame_b = results.read(large.results_dir)
+    a = {(r.method, r.metric, r.item_id): r.value for r in frame_a.itertuples()}
+    b = {(r.method, r.metric, r.item_id): r.value for r in frame_b.itertuples()}
+    assert a.keys() == b.keys() and len(a) == 24 * 3 * 2
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert sorted(frame_a["job_key"].unique()) == sorted(frame_b["job_key"].unique()), (
+        "batch size is not part of any key"
+    )
+
+
+def test_target_label_mode(tmp_path, warm_cache):
+    text = MANIFEST.format(limit=16, batch_size=16, methods="random").replace(
+        "seeds: [0]}", "seeds: [0], target: label}"
+    )
+    report = run(parse(text), tmp_path / "results", warm_cache)
+    frame = results.read(report.results_dir)
+    assert (frame["target"] == frame["label"]).all()
+    assert set(frame["target_mode"]) == {"label"}
+
+
+BROKEN_CALLS: list[int] = []
+
+
+@pytest.fixture
+def broken_method():
+    BROKEN_CALLS.clear()
+
+    @register("method", "test_broken")
+    @dataclasses.dataclass(frozen=True)
+    class Broken:
+        """A method that fails at run time (test only)."""
+
+        version: ClassVar[str] = "1"
+
+        def attribute(self, model, inputs, target, seeds):
+            BROKEN_CALLS.append(len(inputs))
+            raise RuntimeError("deliberately broken")
+
+    yield Broken
+    registry._REGISTRY["method"].pop("test_broken", None)
+
+
+def test_failing_method_is_recorded_and_other_jobs_go_on(tmp_path, warm_cache, broken_method):
+    m = manifest(limit=16, batch_size=8, methods="random, test_broken, saliency")
+    report = run(m, tmp_path / "results", warm_cache)
+    assert list(report.failures) == ["digits_cnn x digits x test_broken x deletion (seed 0)"]
+    assert (
+        "RuntimeError: deliberately broken" in report.failures["digits_cnn x digits x test_broken x deletion (seed 0)"]
+    )
+    assert report.counts.rows_written == 16 * 2
+    frame = results.read(report.results_dir)
+    assert sorted(frame["method"].unique()) == ["random", "saliency"]
+    assert len(frame) == 16 * 2
+    record = json.loads((report.results_dir / f"{report.run_id}-run.json").read_text())
+    assert "deliberately broken" in next(iter(record["failures"].values()))
+    assert "deliberately broken" in next(iter(record["tracebacks"].values()))
+    assert report.counts.attributed_items == 16 * 2
+    assert BROKEN_CALLS == [8], "a failed job is tried once, not again for every batch"
+
+
+def test_incompatible_method_fails_before_any_work(tmp_path, warm_cache):
+    from xaibench.errors import UserError
+
+    @register("model", "test_linear")
+    @dataclasses.dataclass(frozen=True)
+    class Linear:
+        version: ClassVar[str] = "1"
+        revision: ClassVar[str] = "none"
+        input_shape: ClassVar[tuple[int, int, int]] = (1, 8, 8)
+
+        def build(self):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    try:
+        text = MANIFEST.format(limit=8, batch_size=8, methods="random, grad_cam").replace(
+            "models: [digits_cnn]", "models: [test_linear]"
+        )
+        with pytest.raises(UserError, match="Conv2d"):
+            run(parse(text), tmp_path / "results", warm_cache)
+        assert not (tmp_path / "results" / "runner-test").exists() or not results.result_files(
+            tmp_path / "results" / "runner-test"
+        )
+    finally:
+        registry._REGISTRY["model"].pop("test_linear", None)

@@ -200,3 +200,41 @@ def test_incompatible_method_fails_before_any_work(tmp_path, warm_cache):
         )
     finally:
         registry._REGISTRY["model"].pop("test_linear", None)
+
+
+def test_explain_recomputes_the_same_maps_for_the_items_scored(tmp_path, warm_cache):
+    """A metric's `explain` (randomization tests) must reproduce the stored attributions of the
+    very items it scores, seeded random methods included, also when a batch is only partly new."""
+    seen = []
+
+    @register("metric", "test_explain_agreement")
+    @dataclasses.dataclass(frozen=True)
+    class ExplainAgreement:
+        """Max |explain(model, x, t) - stored attributions| per item (test only)."""
+
+        version: ClassVar[str] = "1"
+        higher_is_better: ClassVar[bool] = False
+        requires: ClassVar[frozenset[str]] = frozenset()
+
+        def score(self, model, batch, target, attributions, explain, seeds):
+            again = explain(model, batch.inputs, target)
+            seen.append(len(batch))
+            return {"max_abs_diff": (again - attributions).abs().flatten(1).amax(1)}
+
+    try:
+        text = MANIFEST.format(limit=24, batch_size=16, methods="random, smoothgrad").replace(
+            "metrics: [deletion]", "metrics: [deletion, test_explain_agreement]"
+        )
+        # The agreement metric first on 8 items, then both metrics on 24: in the first batch the
+        # attribution is needed for items 0-15 (deletion) but scored by this metric for 8-15 only.
+        only_agreement = text.replace("metrics: [deletion, ", "metrics: [")
+        run(with_options(parse(only_agreement), limit=8), tmp_path / "r", warm_cache)
+        report = run(parse(text), tmp_path / "r", Cache(warm_cache.root))
+        assert report.failures == {}
+        frame = results.read(report.results_dir)
+        agreement = frame[frame["metric"] == "test_explain_agreement"]
+        assert len(agreement) == 24 * 2
+        assert agreement["value"].max() < 1e-5
+        assert sum(seen) == 24 * 2
+    finally:
+        registry._REGISTRY["metric"].pop("test_explain_agreement", None)

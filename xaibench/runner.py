@@ -59,6 +59,16 @@ class RunReport:
 
 
 @dataclass(frozen=True)
+class _Attributed:
+    """One method's maps for some items, with what a metric needs to recompute them."""
+
+    method: Any
+    seeds: torch.Tensor
+    maps: torch.Tensor
+    seconds: float  # attribution seconds per computed item in this batch (0 when all were cached)
+
+
+@dataclass(frozen=True)
 class _Keys:
     """The cache and result keys of one job (DESIGN.md, Cache)."""
 
@@ -186,128 +196,83 @@ class Runner:
             if needed:
                 if module is None:
                     module = self.models.get(model)
-                self._run_batch(module, batch, needed, missing, keys, model_spec, dataset_spec)
+                self._run_batch(module, batch, needed, missing, keys)
             self.progress("advance", {"items": len(batch)})
         self.progress("pair_done", {"jobs": len(jobs)})
 
-    def _run_batch(self, module, batch: Batch, needed, missing, keys, model_spec, dataset_spec) -> None:
+    def _run_batch(self, module, batch: Batch, needed: list[int], missing: dict[Job, list[int]], keys) -> None:
+        """One forward pass, one attribution per (method, seed), every metric: only for ``needed``."""
         sub = batch.select(needed)
-        where = {item: i for i, item in enumerate(sub.ids)}
-        inputs = sub.inputs.to(self.device)
-        labels = sub.labels.to(self.device)
-        logits_key = next(iter(keys.values())).logits
+        sub = Batch(sub.ids, sub.inputs.to(self.device), sub.labels.to(self.device), sub.masks, sub.extras)
+        position = {item: i for i, item in enumerate(sub.ids)}
         logits = self._cached(
             "logits",
-            logits_key,
+            next(iter(keys.values())).logits,
             sub.ids,
-            lambda idx: _forward(module, inputs[idx]),
+            lambda idx: _forward(module, sub.inputs[idx]),
             "forward_items",
         )
         predictions = logits.argmax(1).to(self.device)
-        target = labels if self.options.target == "label" else predictions
+        target = sub.labels if self.options.target == "label" else predictions
 
         by_attribution: dict[tuple[PluginSpec, int], list[Job]] = defaultdict(list)
         for job, positions in missing.items():
             if positions:
                 by_attribution[(job.method, job.seed)].append(job)
         for (method_spec, seed), group in by_attribution.items():
-            positions = sorted({where[batch.ids[i]] for job in group for i in missing[job]})
-            ids = [sub.ids[i] for i in positions]
+            # Items of `sub` that at least one metric of this attribution still needs.
+            rows = sorted({position[batch.ids[i]] for job in group for i in missing[job]})
             method = method_spec.instance()
-            method_seeds = item_seeds(seed, sub.ids, "method")
-
-            def explain(m, x, t, _seeds=method_seeds[positions], _method=method):
-                return _method.attribute(m, x, t, _seeds)
-
+            seeds = item_seeds(seed, sub.ids, "method")
             try:
-                started = time.perf_counter()
-                attributions = self._cached(
+                started, before = time.perf_counter(), self.counts.attributed_items
+                maps = self._cached(
                     "attributions",
                     keys[group[0]].attribution,
-                    ids,
-                    lambda idx, p=positions, m=method, s=method_seeds: m.attribute(
-                        module, inputs[p][idx], target[p][idx], s[p][idx]
+                    [sub.ids[r] for r in rows],
+                    lambda idx, r=rows, m=method, s=seeds: m.attribute(
+                        module, sub.inputs[r][idx], target[r][idx], s[r][idx]
                     ),
                     "attributed_items",
                 ).to(self.device)
-                attribution_seconds = (time.perf_counter() - started) / max(1, len(ids))
+                computed = self.counts.attributed_items - before
+                seconds = (time.perf_counter() - started) / computed if computed else 0.0
             except Exception as error:  # a method failing at run time fails its jobs only
                 for job in group:
                     self._fail(job, error)
                 continue
+            row_of = {r: i for i, r in enumerate(rows)}
             for job in group:
-                self._score(
-                    job,
-                    module,
-                    sub,
-                    where,
-                    positions,
-                    attributions,
-                    target,
-                    predictions,
-                    explain,
-                    attribution_seconds,
-                    keys[job],
-                    missing[job],
-                    batch,
-                )
+                local = [position[batch.ids[i]] for i in missing[job]]
+                attributed = _Attributed(method, seeds[local], maps[[row_of[r] for r in local]], seconds)
+                self._score(job, module, sub.select(local), target[local], predictions[local], attributed, keys[job])
 
-    def _score(
-        self,
-        job,
-        module,
-        sub,
-        where,
-        positions,
-        attributions,
-        target,
-        predictions,
-        explain,
-        attribution_seconds,
-        keys,
-        job_positions,
-        batch,
-    ) -> None:
-        local = [where[batch.ids[i]] for i in job_positions]
-        rows_of = [positions.index(p) for p in local]
-        item_batch = sub.select(local)
-        item_batch = Batch(
-            item_batch.ids,
-            item_batch.inputs.to(self.device),
-            item_batch.labels,
-            item_batch.masks,
-            item_batch.extras,
-        )
+    def _score(self, job: Job, module, items: Batch, target, predictions, attributed: _Attributed, keys) -> None:
         metric = job.metric.instance()
+
+        def explain(model, inputs, explain_target):
+            # Recompute with the method under evaluation (randomization tests), same item seeds.
+            return attributed.method.attribute(model, inputs, explain_target, attributed.seeds)
+
         try:
             started = time.perf_counter()
             scores = metric.score(
                 module,
-                item_batch,
-                target[local],
-                attributions[rows_of],
+                items,
+                target,
+                attributed.maps,
                 explain,
-                item_seeds(job.seed, item_batch.ids, f"metric:{job.metric.name}"),
+                item_seeds(job.seed, items.ids, f"metric:{job.metric.name}"),
             )
-            elapsed = (time.perf_counter() - started) / max(1, len(local))
+            elapsed = (time.perf_counter() - started) / max(1, len(items))
             for name, values in scores.items():
-                if values.shape != (len(local),):
-                    raise ValueError(f"score {name!r} has shape {tuple(values.shape)}, expected ({len(local)},)")
+                if values.shape != (len(items),):
+                    raise ValueError(f"score {name!r} has shape {tuple(values.shape)}, expected ({len(items)},)")
         except Exception as error:
             self._fail(job, error)
             return
-        self.counts.scored_items += len(local)
-        self._add_rows(
-            job,
-            keys,
-            item_batch,
-            target[local],
-            predictions[local],
-            scores,
-            type(metric),
-            attribution_seconds,
-            elapsed,
-        )
+        self.counts.scored_items += len(items)
+        self._add_rows(job, keys, items, target, predictions, scores, type(metric), attributed.seconds, elapsed)
 
     def _cached(self, kind: str, key: str, ids: list[str], compute, counter: str) -> torch.Tensor:
         """Rows for ``ids`` from the cache; ``compute(positions)`` fills and stores the rest."""

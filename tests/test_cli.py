@@ -271,17 +271,34 @@ def test_eval_adds_random_baseline_and_passes_params(small_run, tmp_path):
     assert set(results.read(tmp_path / "alone" / "eval")["method"]) == {"saliency"}
 
 
+def test_eval_params_reach_the_plugins_that_have_them(small_run, tmp_path):
+    root = tmp_path / "results"
+    args = ["eval", "--model", "digits_cnn", "--dataset", "digits", "--metric", "deletion", "--metric", "insertion"]
+    methods = ["--method", "saliency", "--method", "integrated_gradients"]
+    params = ["-p", "method.n_steps=4", "-p", "deletion.steps=5", "-p", "metric.reduce=sum"]
+    result = invoke(*args, *methods, *params, "--limit", "8", "--results", str(root))
+    assert result.exit_code == 0, result.output
+    rows = results.read(root / "eval")
+    method_params = {m: json.loads(p) for m, p in zip(rows["method"], rows["method_params"], strict=True)}
+    assert method_params == {"saliency": {}, "integrated_gradients": {"n_steps": 4}, "random": {}}
+    metric_params = {m: json.loads(p) for m, p in zip(rows["metric"], rows["metric_params"], strict=True)}
+    assert metric_params["deletion"]["steps"] == 5 and metric_params["insertion"]["steps"] == 20
+    assert metric_params["deletion"]["reduce"] == metric_params["insertion"]["reduce"] == "sum"
+
+
 @pytest.mark.parametrize(
     ("extra", "fragments"),
     [
-        (["--method", "saliency", "--param", "bogus"], ["--param 'bogus'", "KIND.NAME=VALUE"]),
+        (["--method", "saliency", "--param", "bogus"], ["--param 'bogus'", "KIND.PARAM=VALUE"]),
         (["--method", "saliency", "--param", "metrc.steps=3"], ["--param 'metrc.steps=3'"]),
         (["--method", "salency"], ["unknown method 'salency'", "did you mean 'saliency'"]),
         (
             ["--method", "integrated_gradients", "--param", "method.n_steps=many"],
             ["n_steps", "expected an integer"],
         ),
-        (["--method", "saliency", "--param", "metric.stepz=3"], ["unknown parameter 'stepz'", "'steps'"]),
+        (["--method", "saliency", "--param", "metric.stepz=3"], ["parameter 'stepz'", "did you mean 'steps'"]),
+        (["--method", "saliency", "--param", "method.n_steps=3"], ["no method of this evaluation", "'n_steps'"]),
+        (["--method", "salency", "--param", "salency.x=3"], ["unknown method 'salency'", "did you mean 'saliency'"]),
         (["--method", "my_center"], ["unknown method 'my_center'"]),  # a plugin needs --plugin
     ],
 )

@@ -12,7 +12,6 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 
 from xaibench.errors import UserError
@@ -95,7 +94,8 @@ def eval_(
         [],
         "--param",
         "-p",
-        help="Plugin parameter as KIND.NAME=VALUE, e.g. method.n_steps=16, metric.steps=10, dataset.size=16.",
+        help="Parameter as KIND.PARAM=VALUE (every plugin of that kind that has PARAM) or PLUGIN.PARAM=VALUE, "
+        "e.g. method.n_steps=16, metric.steps=10, integrated_gradients.n_steps=64, dataset.size=16.",
     ),
     seed: int = typer.Option(0, help="Run seed."),
     split: str = typer.Option("test", help="Dataset split."),
@@ -109,44 +109,19 @@ def eval_(
     """Evaluate methods on one model and dataset without writing a manifest."""
     from xaibench import manifest as manifest_module
 
-    params = _parse_params(param)
     methods = list(dict.fromkeys(method))
     if baseline and "random" not in methods:
         methods.append("random")
-    data = {
-        "name": "eval",
-        "plugins": [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin],
-        "options": {
-            "split": split,
-            "limit": limit or None,
-            "batch_size": batch_size,
-            "target": target,
-            "seeds": [seed],
-        },
-        "models": [{model: params.get("model", {})}],
-        "datasets": [{dataset: params.get("dataset", {})}],
-        "methods": [{m: {} if m == "random" else params.get("method", {})} for m in methods],
-        "metrics": [{m: params.get("metric", {})} for m in metric],
-    }
-    loaded = manifest_module.from_dict(data, manifest_module.Locator("eval", ""))
+    loaded = manifest_module.adhoc(
+        model=model,
+        dataset=dataset,
+        methods=methods,
+        metrics=list(dict.fromkeys(metric)),
+        params=param,
+        plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin],
+        options={"split": split, "limit": limit or None, "batch_size": batch_size, "target": target, "seeds": [seed]},
+    )
     raise typer.Exit(_execute(loaded, results, fmt, board=True, gates=False))
-
-
-def _parse_params(items: list[str]) -> dict[str, dict]:
-    params: dict[str, dict] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        kind, dot, name = key.partition(".")
-        if not sep or not dot or kind not in ("model", "dataset", "method", "metric") or not name:
-            raise UserError(
-                f"--param {item!r}: expected KIND.NAME=VALUE with KIND one of model, dataset, "
-                "method, metric (e.g. method.n_steps=16)"
-            )
-        try:
-            params.setdefault(kind, {})[name] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(f"--param {item!r}: cannot read value {value!r}") from None
-    return params
 
 
 def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool) -> int:

@@ -86,3 +86,14 @@ def warm_cache(tmp_path, session_cache_root, trained_digits_cnn) -> Cache:
     root = tmp_path / "cache"
     shutil.copytree(session_cache_root / "models", root / "models")
     return Cache(root)
+
+
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """Plugins a test registers or loads (a user's method file or module) do not leak into others."""
+    registry.load_builtins()
+    saved = {kind: dict(plugins) for kind, plugins in registry._REGISTRY.items()}
+    yield
+    for kind, plugins in saved.items():
+        registry._REGISTRY[kind].clear()
+        registry._REGISTRY[kind].update(plugins)

@@ -98,17 +98,6 @@ def cache_root(tmp_path_factory) -> Path:
         yield root
 
 
-@pytest.fixture(autouse=True)
-def restore_registry():
-    """Plugins a test loads (a user's method file or module) do not leak into other tests."""
-    registry.load_builtins()
-    saved = {kind: dict(plugins) for kind, plugins in registry._REGISTRY.items()}
-    yield
-    for kind, plugins in saved.items():
-        registry._REGISTRY[kind].clear()
-        registry._REGISTRY[kind].update(plugins)
-
-
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, cache_root) -> tuple[Path, object]:
     """The small manifest run once in-process (it trains digits_cnn): (results root, result)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xaibench import registry, results
+from xaibench import results
 from xaibench.cli import app
 
 LINEAR_MODEL_PLUGIN = '''
@@ -168,17 +168,6 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         6,
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_registry():
-    """Plugins that a test's manifest loads stay out of the registry seen by other tests."""
-    registry.load_builtins()
-    saved = {kind: dict(plugins) for kind, plugins in registry._REGISTRY.items()}
-    yield
-    for kind, plugins in saved.items():
-        registry._REGISTRY[kind].clear()
-        registry._REGISTRY[kind].update(plugins)
 
 
 @pytest.fixture

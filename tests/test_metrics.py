@@ -260,7 +260,7 @@ def test_deletion_chunking_does_not_change_results(monkeypatch, tiny_cnn, digits
     attributions = random_method_map(digits_batch)
     seeds = metric_seeds(digits_batch.ids)
     whole = Deletion(steps=8).score(tiny_cnn, digits_batch, target, attributions, no_explain, seeds)["auc"]
-    monkeypatch.setattr(perturbation, "PASS_ELEMENTS", 1)
+    monkeypatch.setattr(perturbation, "PASS_ELEMENTS", {"cpu": 1})
     chunked = Deletion(steps=8).score(tiny_cnn, digits_batch, target, attributions, no_explain, seeds)["auc"]
     assert torch.allclose(whole, chunked, atol=1e-6)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -127,6 +127,4 @@ class Metric(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
-PluginKind = str  # "model" | "dataset" | "method" | "metric"
-KINDS: tuple[PluginKind, ...] = ("model", "dataset", "method", "metric")
-Params = dict[str, Any]
+KINDS: tuple[str, ...] = ("model", "dataset", "method", "metric")

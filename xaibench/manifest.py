@@ -78,17 +78,14 @@ class PluginSpec:
         return json.loads(self.params_json)
 
     def instance(self):
-        return _build_cached(self.kind, self.name, self.params_json, self.where)
-
-    @property
-    def label(self) -> str:
-        return self.name
+        return _build_cached(registry.get(self.kind, self.name), self.kind, self.name, self.params_json, self.where)
 
 
 @functools.lru_cache(maxsize=1024)
-def _build_cached(kind: str, name: str, params_json: str, where: str):
+def _build_cached(cls: type, kind: str, name: str, params_json: str, where: str):
     # Plugins are frozen dataclasses, so one shared instance per spec is safe, and it keeps
-    # cached properties (a dataset's loaded arrays and revision hash) alive across batches.
+    # cached properties alive across batches. `cls` is in the key so a re-registered name
+    # (a user's plugin file reloaded) never gets an instance of the old class.
     return registry.build(kind, name, json.loads(params_json), where)
 
 

@@ -238,3 +238,54 @@ def test_explain_recomputes_the_same_maps_for_the_items_scored(tmp_path, warm_ca
         assert sum(seen) == 24 * 2
     finally:
         registry._REGISTRY["metric"].pop("test_explain_agreement", None)
+
+
+def test_interrupted_run_keeps_finished_batches_and_a_rerun_completes(tmp_path, warm_cache):
+    """Ctrl-C mid-run: rows of finished batches are on disk, whole; the rerun does only the rest."""
+    calls = []
+    trap = {"armed": True}
+
+    @register("method", "test_interrupting")
+    @dataclasses.dataclass(frozen=True)
+    class Interrupting:
+        """Saliency-like map that raises KeyboardInterrupt on its third batch (test only)."""
+
+        version: ClassVar[str] = "1"
+
+        def attribute(self, model, inputs, target, seeds):
+            calls.append(len(inputs))
+            if trap["armed"] and len(calls) == 3:
+                raise KeyboardInterrupt
+            return inputs.clone()
+
+    m = manifest(limit=32, batch_size=8, methods="random, test_interrupting")
+    with pytest.raises(KeyboardInterrupt):
+        run(m, tmp_path / "results", warm_cache)
+    folder = tmp_path / "results" / "runner-test"
+    partial = results.read(folder)
+    # Batches 1-2 finished for both methods; in batch 3 random was scored before the interrupt.
+    assert partial.groupby("method")["item_id"].nunique().to_dict() == {"random": 24, "test_interrupting": 16}
+    assert not list(folder.glob(".*.tmp")), "no half-written files"
+
+    trap["armed"] = False
+    report = run(m, tmp_path / "results", Cache(warm_cache.root))
+    assert report.counts.skipped_items == 16
+    assert report.counts.scored_items == 8 + 16
+    frame = results.read(folder)
+    assert frame.groupby("method")["item_id"].nunique().to_dict() == {"random": 32, "test_interrupting": 32}
+    assert not frame.duplicated(["job_key", "item_id", "score"]).any()
+
+
+def test_several_seeds_are_separate_jobs_and_only_seeded_methods_differ(tmp_path, warm_cache):
+    text = MANIFEST.format(limit=16, batch_size=16, methods="random, saliency").replace("seeds: [0]", "seeds: [0, 1]")
+    report = run(parse(text), tmp_path / "results", warm_cache)
+    assert report.jobs == 4
+    frame = results.read(report.results_dir)
+    wide = frame.pivot_table(index=["method", "item_id"], columns="seed", values="value")
+    # The random control draws a new map per seed; saliency is deterministic, and ties are rare.
+    assert (wide.loc["random", 0] != wide.loc["random", 1]).mean() > 0.9
+    assert (wide.loc["saliency", 0] - wide.loc["saliency", 1]).abs().max() < 0.05
+    from xaibench.boards.summary import summary
+
+    board = summary(frame)
+    assert set(board["n"]) == {16}, "seeds are averaged per item before the CI, not counted as items"

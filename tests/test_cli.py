@@ -633,3 +633,93 @@ def test_help(args, mentions):
     assert result.exit_code == 0, result.output
     for word in mentions:
         assert word in result.stdout, word
+
+
+# ---- review findings: stale rows, filesystem mistakes, edited plugins ---------------------------
+def test_board_after_a_lower_limit_shows_only_the_items_of_this_run(small_run, tmp_path):
+    root = tmp_path / "results"
+    args = ["eval", "--model", "digits_cnn", "--dataset", "digits", "--method", "saliency", "--metric", "deletion"]
+    assert invoke(*args, "--limit", "32", "--results", str(root), "--format", "csv").exit_code == 0
+    lower = invoke(*args, "--limit", "16", "--results", str(root), "--format", "csv")
+    assert lower.exit_code == 0, lower.output
+    board = pd.read_csv(io.StringIO(lower.stdout))
+    assert set(board["n"]) == {16}
+
+
+def test_results_path_that_is_a_file_is_one_line(small_run, tmp_path):
+    manifest = small_run[0].parent / "small.yaml"
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    message = one_error_line(invoke("run", str(manifest), "--results", str(blocker)))
+    assert "results folder" in message and "--results" in message
+
+
+def test_cache_path_that_is_a_file_is_one_line_before_any_work(small_run, tmp_path, monkeypatch):
+    manifest = small_run[0].parent / "small.yaml"
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XAIBENCH_CACHE", str(blocker))
+    message = one_error_line(invoke("run", str(manifest), "--results", str(tmp_path / "r")))
+    assert "cache folder" in message and "XAIBENCH_CACHE" in message
+
+
+def test_corrupt_result_file_is_named_in_one_line(small_run, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(small_run[0] / "small", folder)
+    victim = sorted(folder.glob("*.parquet"))[0]
+    victim.write_bytes(b"PAR1 garbage")
+    message = one_error_line(invoke("board", str(folder)))
+    assert victim.name in message and "delete it" in message
+
+
+def test_board_output_to_a_folder_is_one_line(small_run, tmp_path):
+    message = one_error_line(invoke("board", str(small_run[0] / "small"), "--format", "md", "-o", str(tmp_path)))
+    assert "is a folder" in message
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cache_clear_refuses_a_folder_xaibench_did_not_make(tmp_path, monkeypatch):
+    foreign = tmp_path / "project"
+    (foreign / "models").mkdir(parents=True)
+    (foreign / "models" / "precious.txt").write_text("keep me")
+    monkeypatch.setenv("XAIBENCH_CACHE", str(foreign))
+    message = one_error_line(invoke("cache", "clear"))
+    assert "CACHEDIR.TAG" in message
+    assert (foreign / "models" / "precious.txt").exists()
+
+
+def test_editing_a_plugin_file_invalidates_its_cached_maps(small_run, cache_root, tmp_path):
+    """No stale numbers after a user edits their own method, even without bumping `version`."""
+    plugin = tmp_path / "mine.py"
+    body = textwrap.dedent(
+        '''
+        from dataclasses import dataclass
+        from typing import ClassVar
+
+        from xaibench.registry import register
+
+
+        @register("method", "test_editable")
+        @dataclass(frozen=True)
+        class Editable:
+            """A map from the input itself (test only)."""
+
+            version: ClassVar[str] = "1"
+
+            def attribute(self, model, inputs, target, seeds):
+                return inputs.clone()
+        '''
+    )
+    plugin.write_text(body)
+    env = {**os.environ, "XAIBENCH_CACHE": str(cache_root)}
+    args = [sys.executable, "-m", "xaibench.cli", "eval", "--plugin", str(plugin), "--method", "test_editable"]
+    args += ["--model", "digits_cnn", "--dataset", "digits", "--metric", "deletion", "--limit", "16", "--no-baseline"]
+    args += ["--results", str(tmp_path / "r"), "--format", "csv"]
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    plugin.write_text(body.replace("return inputs.clone()", "return 1 - inputs"))
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "16 attributions" in second.stderr, second.stderr
+    means = [pd.read_csv(io.StringIO(out.stdout))["mean"].iloc[0] for out in (first, second)]
+    assert means[0] != means[1]

@@ -160,6 +160,38 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         ["(1, 16, 16)", "digits_cnn", "(1, 8, 8)"],
         5,
     ),
+    "gate_value_not_a_number": (
+        GOOD + "gates:\n  - {rule: max_mean, metric: deletion, value: abc}\n",
+        ["gates[0].value", "expected a number", "'abc'"],
+        8,
+    ),
+    "device_not_here": (edit("limit: 8", "limit: 8, device: mps"), ["options.device", "'mps'", "use cpu"], 2),
+    "seed_too_large": (
+        edit("limit: 8", "limit: 8, seeds: [9223372036854775808]"),
+        ["seeds", "between 0 and 2**63 - 1"],
+        2,
+    ),
+    "duplicate_yaml_key": (GOOD + "methods: [random]\n", ["invalid YAML", "'methods' appears twice"], 7),
+    "split_does_not_exist": (
+        edit("limit: 8", "limit: 8, split: validation"),
+        ["datasets[0]", "no split 'validation'", "train, test"],
+        4,
+    ),
+    "dataset_differs_from_training_data": (
+        edit("datasets: [digits]", "datasets:\n  - digits: {split_seed: 1}"),
+        ["split_seed: 1 (model trained with 0)", "digits_cnn"],
+        5,
+    ),
+    "occlusion_negative_window": (
+        edit("methods: [random, saliency]", "methods:\n  - random\n  - occlusion: {window: -3}"),
+        ["occlusion", "window and stride must be >= 0"],
+        7,
+    ),
+    "blur_sigma_nan": (
+        edit("metrics: [deletion]", "metrics:\n  - insertion: {blur_sigma: .nan}"),
+        ["insertion", "blur_sigma must be a finite number"],
+        7,
+    ),
     "grad_cam_without_conv": (
         edit("name: bad\n", "name: bad\nplugins: [linear_model.py]\n")
         .replace("[digits_cnn]", "[test_linear]")

@@ -289,3 +289,71 @@ def test_several_seeds_are_separate_jobs_and_only_seeded_methods_differ(tmp_path
 
     board = summary(frame)
     assert set(board["n"]) == {16}, "seeds are averaged per item before the CI, not counted as items"
+
+
+@pytest.fixture
+def flaky_method():
+    @register("method", "test_flaky")
+    @dataclasses.dataclass(frozen=True)
+    class Flaky:
+        """Gradient-free map; the variant with fail=true raises at run time (test only)."""
+
+        version: ClassVar[str] = "1"
+        fail: bool = False
+
+        def attribute(self, model, inputs, target, seeds):
+            if self.fail:
+                raise RuntimeError("this variant is broken")
+            return inputs.clone()
+
+    yield Flaky
+
+
+def test_a_failing_variant_does_not_cut_short_its_healthy_twin(tmp_path, warm_cache, flaky_method):
+    text = MANIFEST.format(limit=16, batch_size=8, methods="random, test_flaky, test_flaky: {fail: true}")
+    report = run(parse(text), tmp_path / "results", warm_cache)
+    assert list(report.failures) == ["digits_cnn x digits x test_flaky[fail=True] x deletion (seed 0)"]
+    frame = results.read(report.results_dir)
+    assert frame.groupby("method")["item_id"].nunique().to_dict() == {"random": 16, "test_flaky": 16}
+
+
+def test_a_broken_model_fails_its_jobs_and_other_models_still_run(tmp_path, warm_cache):
+    @register("model", "test_broken_forward")
+    @dataclasses.dataclass(frozen=True)
+    class BrokenForward:
+        """A model whose forward pass raises (test only)."""
+
+        version: ClassVar[str] = "1"
+        revision: ClassVar[str] = "none"
+        input_shape: ClassVar[tuple[int, int, int]] = (1, 8, 8)
+
+        def build(self):
+            class Explodes(torch.nn.Module):
+                def forward(self, x):
+                    raise RuntimeError("forward exploded")
+
+            return Explodes()
+
+    text = MANIFEST.format(limit=16, batch_size=8, methods="random, saliency").replace(
+        "models: [digits_cnn]", "models: [test_broken_forward, digits_cnn]"
+    )
+    report = run(parse(text), tmp_path / "results", warm_cache)
+    assert sorted(report.failures) == [
+        "test_broken_forward x digits x random x deletion (seed 0)",
+        "test_broken_forward x digits x saliency x deletion (seed 0)",
+    ]
+    assert all("forward exploded" in message for message in report.failures.values())
+    frame = results.read(report.results_dir)
+    assert set(frame["model"]) == {"digits_cnn"} and len(frame) == 16 * 2
+
+
+def test_a_lost_shard_costs_only_its_own_items(tmp_path, warm_cache):
+    m = manifest(limit=16, batch_size=4, methods="saliency")
+    run(m, tmp_path / "first", warm_cache)
+    shards = sorted((warm_cache.root / "attributions").rglob("*.pt"), key=lambda p: p.stat().st_mtime)
+    assert len(shards) == 4
+    data = bytearray(shards[0].read_bytes())
+    data[-1] ^= 0xFF
+    shards[0].write_bytes(bytes(data))
+    report = run(m, tmp_path / "second", Cache(warm_cache.root))
+    assert report.counts.attributed_items == 4, "only the corrupt shard's items are recomputed"

@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
+from xaibench.errors import UserError
+
 KINDS = ("models", "logits", "attributions")
+# Marks the root as a cache (https://bford.info/cachedir/): backup tools skip it, and `clear`
+# deletes nothing under a folder that lacks it.
+TAG_NAME = "CACHEDIR.TAG"
+TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# xaibench cache: safe to delete, rebuilt on demand.\n"
 
 
 def default_root() -> Path:
@@ -72,6 +78,23 @@ class Cache:
         self.root = Path(root) if root is not None else default_root()
         self._index: dict[tuple[str, str], dict[str, str]] = {}  # (kind, key) -> item id -> shard
         self._shards: OrderedDict[Path, dict[str, torch.Tensor]] = OrderedDict()
+        self._tagged = False
+
+    def ensure_writable(self) -> None:
+        """Create the root with its tag, or raise a UserError saying how to fix the location."""
+        if self._tagged:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tag = self.root / TAG_NAME
+            if not tag.exists():
+                atomic_write_bytes(tag, TAG)
+        except OSError as error:
+            raise UserError(
+                f"cache folder {self.root} is not usable ({error.strerror or error}); "
+                "set XAIBENCH_CACHE to a writable folder"
+            ) from None
+        self._tagged = True
 
     # ---- models -------------------------------------------------------------------------
     def _model_paths(self, key: str) -> tuple[Path, Path]:
@@ -92,6 +115,7 @@ class Cache:
         return torch.load(io.BytesIO(data), weights_only=True), record
 
     def save_model_state(self, key: str, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        self.ensure_writable()
         weights, record_path = self._model_paths(key)
         data = tensor_bytes(state)
         atomic_write_bytes(weights, data)
@@ -145,13 +169,13 @@ class Cache:
             record = json.loads(record_path.read_text())
             data = path.read_bytes()
         except FileNotFoundError:
-            self._index.pop((kind, key), None)
+            self._forget(kind, key, shard)
             return None
         if sha256(data) != record["sha256"]:
             self._warn(f"cache shard {path} failed its checksum; it is removed and recomputed")
             record_path.unlink(missing_ok=True)
             path.unlink(missing_ok=True)
-            self._index.pop((kind, key), None)
+            self._forget(kind, key, shard)
             return None
         stacked = torch.load(io.BytesIO(data), weights_only=True)
         rows = dict(zip(record["ids"], stacked.unbind(0), strict=True))
@@ -160,9 +184,16 @@ class Cache:
             self._shards.popitem(last=False)
         return rows
 
+    def _forget(self, kind: str, key: str, shard: str) -> None:
+        """Drop one lost shard's ids from the index; the key's other shards stay known."""
+        index = self._index.get((kind, key), {})
+        for item_id in [i for i, s in index.items() if s == shard]:
+            del index[item_id]
+
     def put(self, kind: str, key: str, ids: list[str], stacked: torch.Tensor, meta: dict | None = None) -> None:
         if not ids:
             return
+        self.ensure_writable()
         shard = sha256("\x1f".join(ids).encode())[:24]
         data = tensor_bytes(stacked.detach().cpu().contiguous())
         folder = self._key_dir(kind, key)
@@ -198,6 +229,10 @@ class Cache:
 
     def clear(self, kind: str | None = None) -> int:
         """Remove one kind (or everything); returns the number of bytes freed."""
+        if any((self.root / k).exists() for k in KINDS) and not (self.root / TAG_NAME).exists():
+            raise UserError(
+                f"{self.root} has no {TAG_NAME}, so it was not made by xaibench; nothing deleted (check XAIBENCH_CACHE)"
+            )
         freed = 0
         for k in [kind] if kind else KINDS:
             folder = self.root / k
@@ -211,11 +246,16 @@ class Cache:
     def verify(self) -> list[Path]:
         """Check every stored file against its recorded hash; returns the corrupt ones."""
         bad = []
-        for record_path in self.root.rglob("*.json"):
-            data_path = record_path.with_suffix(".pt")
-            record = json.loads(record_path.read_text())
-            if not data_path.exists() or sha256(data_path.read_bytes()) != record.get("sha256"):
-                bad.append(data_path)
+        for kind in KINDS:
+            for record_path in (self.root / kind).rglob("*.json"):
+                data_path = record_path.with_suffix(".pt")
+                try:
+                    expected = json.loads(record_path.read_text()).get("sha256")
+                except (json.JSONDecodeError, AttributeError):
+                    bad.append(record_path)
+                    continue
+                if not data_path.exists() or sha256(data_path.read_bytes()) != expected:
+                    bad.append(data_path)
         return bad
 
     @staticmethod

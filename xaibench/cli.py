@@ -52,6 +52,10 @@ def user_errors(command):
         except UserError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(EXIT_USER) from None
+        except OSError as error:  # a path the user gave: unreadable, a folder, a full disk
+            where = f"{error.filename}: " if error.filename else ""
+            typer.echo(f"error: {where}{error.strerror or error}", err=True)
+            raise typer.Exit(EXIT_USER) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: rows of finished batches are kept; rerun to continue", err=True)
             raise typer.Exit(EXIT_INTERRUPT) from None
@@ -144,7 +148,9 @@ def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool) -> in
         f"results in {report.results_dir}"
     )
     rows = results_module.read(report.results_dir)
-    rows = rows[rows["job_key"].isin(runner.job_keys())]
+    # This manifest's jobs on the items this run covered: not rows of removed methods, nor items
+    # beyond a limit that was since lowered.
+    rows = rows[rows["job_key"].isin(runner.job_keys()) & rows["item_id"].isin(runner.item_ids)]
     table = summary.summary(rows) if not rows.empty else None
     if board and table is not None:
         _print_board(table, rows, fmt)

@@ -20,6 +20,7 @@ import yaml
 
 from xaibench import registry
 from xaibench.cache import canonical_json
+from xaibench.devices import resolve_device
 from xaibench.errors import UserError
 
 FORMAT_VERSION = 1
@@ -76,6 +77,16 @@ class PluginSpec:
     @property
     def params(self) -> dict[str, Any]:
         return json.loads(self.params_json)
+
+    @property
+    def display(self) -> str:
+        """The name, plus the parameters set away from their defaults: ``occlusion[window=4]``."""
+        try:
+            defaults = registry.canonical_params(registry.build(self.kind, self.name, {}, self.where))
+        except UserError:  # a plugin with required parameters has no defaults to compare with
+            defaults = {}
+        changed = [f"{k}={v}" for k, v in self.params.items() if defaults.get(k) != v]
+        return f"{self.name}[{','.join(changed)}]" if changed else self.name
 
     def instance(self):
         return _build_cached(registry.get(self.kind, self.name), self.kind, self.name, self.params_json, self.where)
@@ -134,6 +145,21 @@ class Manifest:
                 self.models, self.datasets, self.methods, self.metrics, self.options.seeds
             )
         ]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class Locator:
@@ -252,7 +278,7 @@ def load(path: str | Path) -> Manifest:
 
 def parse(text: str, source: str = "<manifest>", base_dir: Path | None = None, path: Path | None = None) -> Manifest:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -342,14 +368,14 @@ def _options(raw: Any, locate: Locator) -> Options:
         raise UserError(f"{locate('options', 'target')}: expected 'predicted' or 'label', got {values['target']!r}")
     if "seeds" in values:
         seeds = values["seeds"]
-        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise UserError(f"{locate('options', 'seeds')}: expected a non-empty list of non-negative integers")
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
+            raise UserError(
+                f"{locate('options', 'seeds')}: expected a non-empty list of integers between 0 and 2**63 - 1"
+            )
         if len(set(seeds)) != len(seeds):
             raise UserError(f"{locate('options', 'seeds')}: seeds repeat")
         values["seeds"] = tuple(seeds)
-    device = values.get("device", "cpu")
-    if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
-        raise UserError(f"{locate('options', 'device')}: unknown device {device!r}; use cpu, cuda or cuda:N")
+    resolve_device(values.get("device", "cpu"), where=locate("options", "device"))
     return Options(**values)
 
 
@@ -426,8 +452,12 @@ def _gates(raw: Any, lists: dict[str, tuple[PluginSpec, ...]], locate: Locator) 
         else:
             raise UserError(f"{locate('gates', i, 'methods')}: expected a list of method names")
         value = entry.get("value")
-        if rule in ("min_mean", "max_mean") and not isinstance(value, (int, float)):
+        if rule in ("min_mean", "max_mean") and value is None:
             raise UserError(f"{locate('gates', i)}: rule {rule} needs a numeric 'value'")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{locate('gates', i, 'value')}: expected a number, got {value!r}")
+        if rule == "beats_random" and value is not None:
+            raise UserError(f"{locate('gates', i, 'value')}: rule beats_random takes no 'value'")
         if rule == "beats_random" and "random" not in method_names:
             raise UserError(f"{locate('gates', i, 'rule')}: beats_random needs the `random` method in methods")
         score = entry.get("score")
@@ -458,3 +488,15 @@ def check_compatibility(manifest: Manifest) -> None:
                     f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} "
                     f"but model {model_spec.name!r} expects {expected}; set matching size/channels parameters"
                 )
+            trained_on = model.train_data() if hasattr(model, "train_data") else None
+            if type(trained_on) is type(data):
+                # Same dataset plugin: any parameter that shapes items or splits must agree, or
+                # "test" items may have been training items, or look unlike them.
+                mine, theirs = registry.key_params(data), registry.key_params(trained_on)
+                differing = sorted(k for k in mine if mine[k] != theirs.get(k))
+                if differing:
+                    settings = ", ".join(f"{k}: {mine[k]} (model trained with {theirs.get(k)})" for k in differing)
+                    raise UserError(
+                        f"{data_spec.where}: {data_spec.name!r} differs from the data {model_spec.name!r} "
+                        f"was trained on: {settings}; use the same settings for both"
+                    )

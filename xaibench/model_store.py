@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from xaibench.cache import Cache, make_key
-from xaibench.registry import canonical_params
+from xaibench.registry import key_params, plugin_version
 
 
 def model_key(model: Any) -> str:
@@ -20,8 +20,8 @@ def model_key(model: Any) -> str:
         {
             "kind": "model",
             "name": model.plugin_name,
-            "version": model.version,
-            "params": canonical_params(model),
+            "version": plugin_version(model),
+            "params": key_params(model),
             "revision": model.revision,
         }
     )

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
 import types
 import typing
@@ -35,8 +38,11 @@ def register(kind: str, name: str):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__}: a plugin must be a dataclass (its fields are its parameters)")
         existing = _REGISTRY[kind].get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"{kind} {name!r} is registered twice ({existing.__module__}, {cls.__module__})")
+        if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(
+                f"{kind} {name!r} is registered twice ({existing.__module__}.{existing.__qualname__} and "
+                f"{cls.__module__}.{cls.__qualname__}); give one of them another name"
+            )
         cls.plugin_kind = kind
         cls.plugin_name = name
         _REGISTRY[kind][name] = cls
@@ -217,6 +223,36 @@ def type_name(annotation: Any) -> str:
     if origin is not None and args:
         return " | ".join(type_name(a) for a in args)
     return getattr(annotation, "__name__", str(annotation))
+
+
+@functools.lru_cache(maxsize=256)
+def _source_digest(module_name: str) -> str:
+    module = sys.modules.get(module_name)
+    try:
+        source = inspect.getsource(module) if module is not None else module_name
+    except (OSError, TypeError):  # no source on disk (e.g. defined in a REPL)
+        source = module_name
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def plugin_version(plugin: Any) -> str:
+    """The version that goes into cache keys and result rows.
+
+    Built-in plugins carry a hand-bumped ``version``. A user's plugin also gets a digest of its
+    module's source, so editing the code of one's own method invalidates its cached maps and
+    rows even when nobody remembers to bump ``version``.
+    """
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    if cls.__module__.split(".")[0] == "xaibench":
+        return str(cls.version)
+    return f"{cls.version}+{_source_digest(cls.__module__)}"
+
+
+def key_params(plugin: Any) -> dict[str, Any]:
+    """Parameters that decide results: canonical params less the plugin's ``not_in_key`` ones
+    (batching and sizing settings that never change an item's value)."""
+    excluded = getattr(type(plugin), "not_in_key", frozenset())
+    return {k: v for k, v in canonical_params(plugin).items() if k not in excluded}
 
 
 def canonical_params(plugin: Any) -> dict[str, Any]:

@@ -85,11 +85,21 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Atomic text write; a path that is a folder or not writable is a UserError."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name such as {path / 'board.md'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def result_files(root: Path) -> list[Path]:
@@ -107,10 +117,14 @@ def read(root: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
     wanted = None if columns is None else sorted(set(columns) | set(ROW_KEY) | {"time"})
     frames = []
     for f in files:
-        version = (pq.read_schema(f).metadata or {}).get(b"schema_version", b"?").decode()
+        try:
+            version = (pq.read_schema(f).metadata or {}).get(b"schema_version", b"?").decode()
+            if version == SCHEMA_VERSION:
+                frames.append(pq.read_table(f, columns=wanted).to_pandas())
+        except (pa.ArrowException, OSError) as error:
+            raise UserError(f"{f}: not a readable result table ({error}); delete it and rerun its manifest") from None
         if version != SCHEMA_VERSION:
             raise UserError(f"{f}: results schema version {version} is not {SCHEMA_VERSION}; rerun its manifest")
-        frames.append(pq.read_table(f, columns=wanted).to_pandas())
     frame = pd.concat(frames, ignore_index=True)
     frame = frame.sort_values("time", kind="stable").drop_duplicates(ROW_KEY, keep="last")
     return frame.reset_index(drop=True)[columns or frame.columns.tolist()]

@@ -26,9 +26,11 @@ import torch
 from xaibench import provenance
 from xaibench.api import Batch
 from xaibench.cache import Cache, make_key
+from xaibench.devices import resolve_device
 from xaibench.errors import IncompatibleError, UserError
 from xaibench.manifest import Job, Manifest, PluginSpec
 from xaibench.model_store import ModelStore, model_key
+from xaibench.registry import key_params, plugin_version
 from xaibench.results import done_items, write_json, write_rows
 from xaibench.seeding import item_seeds
 
@@ -84,8 +86,8 @@ def data_key(spec: PluginSpec, dataset: Any, split: str) -> str:
         {
             "kind": "dataset",
             "name": spec.name,
-            "version": dataset.version,
-            "params": spec.params,
+            "version": plugin_version(dataset),
+            "params": key_params(dataset),
             "revision": dataset.revision,
             "split": split,
         }
@@ -93,7 +95,8 @@ def data_key(spec: PluginSpec, dataset: Any, split: str) -> str:
 
 
 def job_label(job: Job) -> str:
-    return f"{job.model.name} x {job.dataset.name} x {job.method.name} x {job.metric.name} (seed {job.seed})"
+    parts = (job.model, job.dataset, job.method, job.metric)
+    return " x ".join(spec.display for spec in parts) + f" (seed {job.seed})"
 
 
 class Runner:
@@ -119,6 +122,7 @@ class Runner:
         self.counts = WorkCounts()
         self.failures: dict[str, str] = {}
         self.failure_traces: dict[str, str] = {}
+        self.item_ids: set[str] = set()  # every item this run visited (the board shows these)
         self._buffers: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self._buffered = 0
         self._parts: dict[str, int] = defaultdict(int)
@@ -145,6 +149,8 @@ class Runner:
     def run(self) -> RunReport:
         started = time.perf_counter()
         preflight(self.manifest)
+        self.cache.ensure_writable()
+        ensure_folder(self.results_dir, "results folder", "--results")
         done = done_items(self.results_dir)
         jobs_total = len(self.manifest.jobs())
         self.progress("start", {"jobs": jobs_total})
@@ -178,26 +184,28 @@ class Runner:
         total = total if limit is None else min(limit, total)
         keys = {job: self._keys(job, model, dataset) for job in jobs}
         module = None
-        self.progress(
-            "pair",
-            {
-                "label": f"{model_spec.name} x {dataset_spec.name}",
-                "items": total,
-                "jobs": len(jobs),
-            },
-        )
-        for batch in dataset.batches(split, self.options.batch_size, limit):
-            live = [job for job in jobs if job_label(job) not in self.failures]
-            missing = {
-                job: [i for i, item in enumerate(batch.ids) if item not in done.get(keys[job].job, ())] for job in live
-            }
-            needed = sorted({i for positions in missing.values() for i in positions})
-            self.counts.skipped_items += len(batch) - len(needed)
-            if needed:
-                if module is None:
-                    module = self.models.get(model)
-                self._run_batch(module, batch, needed, missing, keys)
-            self.progress("advance", {"items": len(batch)})
+        self.progress("pair", {"label": f"{model_spec.name} x {dataset_spec.name}", "items": total, "jobs": len(jobs)})
+        try:
+            for batch in dataset.batches(split, self.options.batch_size, limit):
+                self.item_ids.update(batch.ids)
+                live = [job for job in jobs if job_label(job) not in self.failures]
+                missing = {
+                    job: [i for i, item in enumerate(batch.ids) if item not in done.get(keys[job].job, ())]
+                    for job in live
+                }
+                needed = sorted({i for positions in missing.values() for i in positions})
+                self.counts.skipped_items += len(batch) - len(needed)
+                if needed:
+                    if module is None:
+                        module = self.models.get(model)
+                    self._run_batch(module, batch, needed, missing, keys)
+                self.progress("advance", {"items": len(batch)})
+        except UserError:
+            raise
+        except Exception as error:  # the model, its forward pass or the data broke: fail this pair only
+            for job in jobs:
+                if job_label(job) not in self.failures:
+                    self._fail(job, error)
         self.progress("pair_done", {"jobs": len(jobs)})
 
     def _run_batch(self, module, batch: Batch, needed: list[int], missing: dict[Job, list[int]], keys) -> None:
@@ -296,19 +304,19 @@ class Runner:
                 "model": mkey,
                 "data": dkey,
                 "method": job.method.name,
-                "version": method.version,
-                "params": job.method.params,
+                "version": plugin_version(method),
+                "params": key_params(method),
                 "target": self.options.target,
                 "seed": job.seed,
             }
         )
-        metric_cls = type(job.metric.instance())
+        metric = job.metric.instance()
         jkey = make_key(
             {
                 "attribution": akey,
                 "metric": job.metric.name,
-                "version": metric_cls.version,
-                "params": job.metric.params,
+                "version": plugin_version(metric),
+                "params": key_params(metric),
             }
         )
         return _Keys(mkey, dkey, make_key({"model": mkey, "data": dkey}), akey, jkey)
@@ -325,19 +333,19 @@ class Runner:
             "attribution_key": keys.attribution,
             "model": job.model.name,
             "model_params": job.model.params_json,
-            "model_version": model.version,
+            "model_version": plugin_version(model),
             "model_revision": model.revision,
             "dataset": job.dataset.name,
             "dataset_params": job.dataset.params_json,
-            "dataset_version": dataset.version,
+            "dataset_version": plugin_version(dataset),
             "dataset_revision": dataset.revision,
             "split": self.options.split,
             "method": job.method.name,
             "method_params": job.method.params_json,
-            "method_version": method.version,
+            "method_version": plugin_version(method),
             "metric": job.metric.name,
             "metric_params": job.metric.params_json,
-            "metric_version": metric_cls.version,
+            "metric_version": plugin_version(metric_cls),
             "target_mode": self.options.target,
             "seed": job.seed,
             **self._provenance,
@@ -405,7 +413,13 @@ class Runner:
 
 
 def preflight(manifest: Manifest) -> None:
-    """Checks that need no trained weights: incompatible (method, model) pairs, metric needs."""
+    """Checks that need no trained weights: the device, each dataset's split, incompatible
+    (method, model) pairs, metric needs."""
+    for dataset_spec in manifest.datasets:
+        try:
+            dataset_spec.instance().count(manifest.options.split)
+        except UserError as error:
+            raise UserError(f"{dataset_spec.where}: {error}") from None
     for metric in manifest.metrics:
         needs = type(metric.instance()).requires
         if needs:
@@ -435,7 +449,13 @@ def _forward(module, inputs: torch.Tensor) -> torch.Tensor:
         return module(inputs)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"options.device: {name!r} requested but no CUDA device is available; use cpu")
-    return torch.device(name)
+def ensure_folder(folder: Path, what: str, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{uuid.uuid4().hex}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"{what} {folder} is not writable ({error.strerror or error}); choose another with {option}"
+        ) from None

@@ -29,6 +29,8 @@ class Synthetic:
     """
 
     version: ClassVar[str] = "1"
+    # Split sizes only cap how many items exist: item i is the same image whatever they are.
+    not_in_key: ClassVar[frozenset[str]] = frozenset({"n_train", "n_test"})
     size: int = 32
     channels: int = 1
     n_train: int = 2000
@@ -43,6 +45,8 @@ class Synthetic:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0.0 <= self.noise <= 0.5:
             raise ValueError(f"noise must be between 0 and 0.5, got {self.noise}")
+        if self.n_train < 1 or self.n_test < 1:
+            raise ValueError("n_train and n_test must be at least 1")
 
     @property
     def revision(self) -> str:

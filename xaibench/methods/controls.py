@@ -46,6 +46,10 @@ class BlurRandomControl:
     version: ClassVar[str] = "1"
     sigma: float = 0.0
 
+    def __post_init__(self):
+        if not 0.0 <= self.sigma < float("inf"):
+            raise ValueError(f"sigma must be a finite number >= 0 (0 = automatic), got {self.sigma}")
+
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         sigma = self.sigma or max(1.0, inputs.shape[-1] / 16)
         return blur(random_map(inputs, seeds), sigma).expand_as(inputs).contiguous()

@@ -144,6 +144,10 @@ class GradientShapMethod:
     n_samples: int = 16
     stdevs: float = 0.05
 
+    def __post_init__(self):
+        if self.n_samples < 1 or not 0.0 <= self.stdevs < float("inf"):
+            raise ValueError("n_samples must be >= 1 and stdevs a finite number >= 0")
+
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         explainer = GradientShap(model)
         maps = []

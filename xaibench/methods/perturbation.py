@@ -20,9 +20,14 @@ class OcclusionMethod:
     ``stride`` 0 = half the window (at least 1)."""
 
     version: ClassVar[str] = "1"
+    not_in_key: ClassVar[frozenset[str]] = frozenset({"perturbations_per_eval"})  # batching only
     window: int = 0
     stride: int = 0
     perturbations_per_eval: int = 16
+
+    def __post_init__(self):
+        if self.window < 0 or self.stride < 0 or self.perturbations_per_eval < 1:
+            raise ValueError("window and stride must be >= 0 (0 = automatic), perturbations_per_eval >= 1")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         channels, height, _ = inputs.shape[1:]
@@ -46,8 +51,13 @@ class FeatureAblationMethod:
     (all channels) is set to black. ``patch`` 0 = side/16 (at least 1)."""
 
     version: ClassVar[str] = "1"
+    not_in_key: ClassVar[frozenset[str]] = frozenset({"perturbations_per_eval"})  # batching only
     patch: int = 0
     perturbations_per_eval: int = 16
+
+    def __post_init__(self):
+        if self.patch < 0 or self.perturbations_per_eval < 1:
+            raise ValueError("patch must be >= 0 (0 = automatic), perturbations_per_eval >= 1")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         _, height, width = inputs.shape[1:]

@@ -723,3 +723,14 @@ def test_editing_a_plugin_file_invalidates_its_cached_maps(small_run, cache_root
     assert "16 attributions" in second.stderr, second.stderr
     means = [pd.read_csv(io.StringIO(out.stdout))["mean"].iloc[0] for out in (first, second)]
     assert means[0] != means[1]
+
+
+def test_board_plot_writes_a_png_with_one_panel_per_cell(small_run, tmp_path):
+    out = tmp_path / "board.png"
+    result = invoke("board", str(small_run[0] / "small"), "--plot", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    width, height = Image.open(out).size
+    assert width > height, "two cells (deletion, insertion) side by side"

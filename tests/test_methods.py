@@ -212,6 +212,51 @@ def test_vargrad_is_smoothgrad_sq_minus_smoothgrad_squared(tiny_cnn, digits_batc
     assert not torch.allclose(mean, plain)
 
 
+class _BatchSizes(nn.Module):
+    """Wraps a model and records the batch size of every forward pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.model(x)
+
+
+@pytest.mark.parametrize("samples_per_pass", [1, 3, 7])
+def test_noisy_gradients_chunked_equals_unchunked(samples_per_pass, tiny_cnn, digits_batch, digits_seeds, monkeypatch):
+    """Under an element budget the noisy copies go through the model in chunks along the sample
+    axis, with the very same gradients as one pass (each item's noise still drawn all at once)."""
+    from xaibench.methods import noise_tunnel
+
+    inputs = digits_batch.inputs
+    target = predicted(tiny_cnn, inputs)
+    n_samples = 8
+    model = _BatchSizes(tiny_cnn)
+    whole = noise_tunnel.noisy_gradients(model, inputs, target, digits_seeds, n_samples, 0.2)
+    assert model.sizes == [n_samples * len(inputs)], "the default budget fits this batch in one pass"
+
+    monkeypatch.setattr(noise_tunnel, "MAX_ELEMENTS_CPU", samples_per_pass * inputs.numel() + 1)
+    model.sizes.clear()
+    chunked = noise_tunnel.noisy_gradients(model, inputs, target, digits_seeds, n_samples, 0.2)
+    expected = [min(samples_per_pass, n_samples - s) * len(inputs) for s in range(0, n_samples, samples_per_pass)]
+    assert model.sizes == expected
+    assert chunked.shape == (n_samples, *inputs.shape)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    # the methods built on it agree too
+    monkeypatch.undo()
+    one_pass = build("vargrad", n_samples=n_samples).attribute(tiny_cnn, inputs, target, digits_seeds)
+    monkeypatch.setattr(noise_tunnel, "MAX_ELEMENTS_CPU", 1)  # below one sample: still one sample per pass
+    torch.testing.assert_close(
+        build("vargrad", n_samples=n_samples).attribute(tiny_cnn, inputs, target, digits_seeds),
+        one_pass,
+        rtol=0,
+        atol=0,
+    )
+
+
 def test_noise_tunnel_rejects_too_few_samples():
     from xaibench.errors import UserError
 

@@ -26,9 +26,12 @@ def plot_board(board: pd.DataFrame, path: Path) -> None:
     height = max(3.0, 0.32 * board.groupby(CELL).size().max() + 1.2)
     figure, axes = plt.subplots(rows, columns, figsize=(7.5 * columns, height * rows), squeeze=False)
     for axis, (_, group) in zip(axes.flat, cells, strict=False):
-        group = group.sort_values("rank", ascending=False)
+        group = group.sort_values("rank", ascending=False, na_position="first")  # unranked at the bottom
         y = range(len(group))
-        colours = [COLOURS.get(v, "#4d4d4d") if isinstance(v, str) else "#2166ac" for v in group["verdict"]]
+        colours = [
+            "#2166ac" if method == REFERENCE else COLOURS.get(verdict, "#4d4d4d")
+            for method, verdict in zip(group["method"], group["verdict"], strict=True)
+        ]
         low = (group["mean"] - group["ci_low"]).clip(lower=0).fillna(0)
         high = (group["ci_high"] - group["mean"]).clip(lower=0).fillna(0)
         for position, mean, below, above, colour in zip(y, group["mean"], low, high, colours, strict=True):

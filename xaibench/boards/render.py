@@ -9,17 +9,32 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from xaibench.boards.summary import CELL, VERDICT_BEATS, VERDICT_WORSE
+from xaibench.boards.summary import CELL, REFERENCE, VERDICT_BEATS, VERDICT_WORSE
 
 VERDICT_STYLE = {VERDICT_BEATS: "green", VERDICT_WORSE: "red"}
 
 
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _num(value: float, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "–" if _missing(value) else f"{value:.{digits}f}"
+
+
+def _rank(value) -> str:
+    return "–" if _missing(value) else str(int(value))
+
+
+def _verdict(row) -> str:
+    """The verdict; "reference" for the `random` row only; "–" for a row without a paired test."""
+    if isinstance(row["verdict"], str):
+        return row["verdict"]
+    return "reference" if row["method"] == REFERENCE else "–"
 
 
 def _interval(mean: float, low: float, high: float, signed: bool = False) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if _missing(mean):
         return "–"
     head = f"{mean:+.3f}" if signed else f"{mean:.3f}"
     if isinstance(low, float) and math.isnan(low):
@@ -28,7 +43,7 @@ def _interval(mean: float, low: float, high: float, signed: bool = False) -> str
 
 
 def _p(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
@@ -48,13 +63,13 @@ def _rows(board: pd.DataFrame):
             _cell_title(first),
             [
                 (
-                    str(r["rank"]),
+                    _rank(r["rank"]),
                     r["method"],
                     _interval(r["mean"], r["ci_low"], r["ci_high"]),
                     str(r["n"]),
                     _interval(r["delta"], r["delta_low"], r["delta_high"], signed=True),
                     _p(r["p_holm"]),
-                    r["verdict"] if isinstance(r["verdict"], str) else "reference",
+                    _verdict(r),
                 )
                 for _, r in group.iterrows()
             ],

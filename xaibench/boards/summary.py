@@ -2,6 +2,22 @@
 bootstrap CI, n, rank, and its paired difference to `random` over the same items (mean, CI,
 Holm-corrected Wilcoxon p-value, verdict). Plus an overall mean rank across metrics.
 
+Verdict: "beats random" needs both the Holm-corrected Wilcoxon p-value below 0.05 and the 95%
+bootstrap CI of the paired difference lying entirely on the better side of 0 (above 0 when
+higher is better, below when lower is better); "worse than random" is the mirror image; any
+other tested method is "no better". So the test and the interval never disagree on a verdict.
+A method with no item paired with `random` (or a cell without `random`) has no test and no
+verdict.
+
+Only finite means are ranked: a method whose values are all NaN (a metric or model returning
+NaN) has n = 0, a NaN mean, no rank and no verdict, and shows as "–".
+
+Stale plugin versions are superseded: for each of model, dataset, method and metric, among the
+rows with the same name and params only those whose plugin version (and, for models and
+datasets, revision) equals that of the newest row by `time` are kept. Rows of an older plugin
+version or another data revision with the same params would otherwise be averaged per item as
+if they were seeds. A frame without these columns counts as one version.
+
 Pure functions of the result rows; nothing is computed while running.
 """
 
@@ -17,10 +33,50 @@ from xaibench import stats
 REFERENCE = "random"
 CELL = ["model", "dataset", "split", "target_mode", "metric", "score"]
 VERDICT_BEATS, VERDICT_NO_BETTER, VERDICT_WORSE = "beats random", "no better", "worse than random"
+KINDS = ("model", "dataset", "method", "metric")
+REVISIONED = ("model", "dataset")
+
+
+def current_versions(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose plugin version (and revision) is that of the newest row of their (name, params),
+    within the same job identity otherwise (the other plugins, split, target mode).
+
+    So a method re-run at version 2 on one model supersedes its version-1 rows there only; on a
+    model not re-run, the version-1 rows still stand (never mixed with version 2 in one cell).
+    Done for each kind independently; newest is by ``time`` (by row order without that column,
+    the later row being the newer one). Missing version or revision columns count as one version.
+    """
+    if rows.empty:
+        return rows
+    position = pd.RangeIndex(len(rows))  # positional: the caller's index may repeat labels
+    keep = np.ones(len(rows), dtype=bool)
+    order = rows["time"].reset_index(drop=True) if "time" in rows else np.arange(len(rows))
+    for kind in KINDS:
+        columns = [f"{kind}_version"] + ([f"{kind}_revision"] if kind in REVISIONED else [])
+        columns = [c for c in columns if c in rows]
+        if not columns:
+            continue
+        version = pd.Series("", index=position)
+        for column in columns:
+            values = pd.Series(rows[column].to_numpy(dtype=object), index=position)
+            version = version + "\x1f" + values.where(values.notna(), "\x00").astype(str)
+        identity = [c for k in KINDS for c in (k, f"{k}_params") if c in rows] + [
+            c for c in ("split", "target_mode") if c in rows
+        ]
+        frame = pd.DataFrame({c: rows[c].to_numpy() for c in identity}, index=position)
+        frame = frame.assign(version=version, order=order)
+        frame = frame.sort_values("order", kind="stable", na_position="first")  # no time: oldest
+        newest = frame.groupby(identity, sort=False, dropna=False)["version"].transform("last")
+        keep &= (newest.sort_index() == version).to_numpy()
+    return rows[keep]
 
 
 def variant_labels(frame: pd.DataFrame, name: str, params: str) -> pd.Series:
-    """The plugin name, plus the parameters that differ when one name appears with several."""
+    """The plugin name, plus the parameters that differ when one name appears with several.
+
+    Variants are told apart by params only: stale plugin versions are removed beforehand
+    (``current_versions``).
+    """
     labels = frame[name].copy()
     for plugin, group in frame.groupby(name):
         variants = group[params].unique()
@@ -37,14 +93,23 @@ def variant_labels(frame: pd.DataFrame, name: str, params: str) -> pd.Series:
 
 
 def per_item(rows: pd.DataFrame) -> pd.DataFrame:
-    """One value per (cell, method, item): labels for variants, values averaged over seeds."""
-    rows = rows.copy()
-    for name in ("model", "dataset", "method", "metric"):
+    """One value per (cell, method, item): stale versions dropped, labels for variants, values
+    averaged over seeds."""
+    rows = current_versions(rows).copy()
+    for name in KINDS:
         rows[name] = variant_labels(rows, name, f"{name}_params")
     keys = [*CELL, "method", "item_id"]
     return rows.groupby(keys, as_index=False, sort=False).agg(
         value=("value", "mean"), higher_is_better=("higher_is_better", "first")
     )
+
+
+def _mean(values: np.ndarray) -> float:
+    """NaN for no values; no RuntimeWarning for an empty slice or inf - inf."""
+    if not len(values):
+        return float("nan")
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(values.mean())
 
 
 def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
@@ -61,7 +126,7 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
             record = dict(zip(CELL, cell, strict=True))
             record.update(
                 method=method,
-                mean=values.mean(),
+                mean=_mean(values),
                 ci_low=low,
                 ci_high=high,
                 n=len(values),
@@ -70,15 +135,16 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
             if reference in wide and method != reference:
                 paired = wide[[method, reference]].dropna()
                 diff = (paired[method] - paired[reference]).to_numpy()
-                record.update(delta=diff.mean(), n_paired=len(diff), p_raw=stats.wilcoxon_p(diff))
-                record["delta_low"], record["delta_high"] = stats.bootstrap_ci(diff)
+                if len(diff):
+                    record.update(delta=_mean(diff), n_paired=len(diff), p_raw=stats.wilcoxon_p(diff))
+                    record["delta_low"], record["delta_high"] = stats.bootstrap_ci(diff)
             records.append(record)
         tested = [r for r in records if "p_raw" in r]
         for record, p in zip(tested, stats.holm([r["p_raw"] for r in tested]), strict=True):
             record["p_holm"] = p
-            record["verdict"] = verdict(record["delta"], p, higher)
+            record["verdict"] = verdict(p, record["delta_low"], record["delta_high"], higher)
         for record, rank in zip(records, stats.ranks(np.array([r["mean"] for r in records]), higher), strict=True):
-            record["rank"] = int(rank)
+            record["rank"] = int(rank) if np.isfinite(rank) else pd.NA
         out.extend(records)
     columns = [
         *CELL,
@@ -96,14 +162,21 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
         "higher_is_better",
     ]
     board = pd.DataFrame(out).reindex(columns=columns)
+    board["rank"] = board["rank"].astype("Int64")  # unranked (non-finite mean) rows are <NA>, sorted last
     return board.sort_values([*CELL, "rank", "method"], kind="stable").reset_index(drop=True)
 
 
-def verdict(delta: float, p_holm: float, higher_is_better: bool) -> str:
-    if p_holm >= stats.ALPHA or delta == 0:
-        return VERDICT_NO_BETTER
-    better = delta > 0 if higher_is_better else delta < 0
-    return VERDICT_BEATS if better else VERDICT_WORSE
+def verdict(p_holm: float, delta_low: float, delta_high: float, higher_is_better: bool) -> str | None:
+    """ "beats random" when p_holm < 0.05 and the difference's 95% CI excludes 0 on the better
+    side; "worse than random" when p_holm < 0.05 and it excludes 0 on the worse side; else "no
+    better". None (no verdict) without a test (NaN p-value)."""
+    if np.isnan(p_holm):
+        return None
+    if p_holm < stats.ALPHA:
+        above, below = delta_low > 0, delta_high < 0  # False for a NaN interval
+        if above or below:
+            return VERDICT_BEATS if above == higher_is_better else VERDICT_WORSE
+    return VERDICT_NO_BETTER
 
 
 def overall(rows: pd.DataFrame) -> pd.DataFrame:

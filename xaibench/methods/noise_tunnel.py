@@ -2,9 +2,10 @@
 
 Written over captum's ``Saliency`` rather than its ``NoiseTunnel``, because NoiseTunnel draws
 noise from the global RNG for the whole batch, so an item's map would depend on its batch.
-Here each item's noise comes from its own seed, and all noisy copies of a batch go through the
-model in one pass. The statistics match NoiseTunnel's ``smoothgrad``, ``smoothgrad_sq`` and
-``vargrad``.
+Here each item's noise comes from its own seed. The noisy copies of a batch go through the model
+in as few passes as an element budget allows (``max_elements``): memory stays bounded whatever
+the batch size and ``n_samples``, and the result is the same as one pass. The statistics match
+NoiseTunnel's ``smoothgrad``, ``smoothgrad_sq`` and ``vargrad``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from torch import Tensor, nn
 from xaibench.registry import register
 from xaibench.seeding import per_item
 
+# Input elements per forward/backward pass over noisy copies: CPU memory is the scarcer one.
+MAX_ELEMENTS_CPU = 1 << 20
+MAX_ELEMENTS_CUDA = 1 << 24
+
+
+def max_elements(device: torch.device) -> int:
+    return MAX_ELEMENTS_CUDA if device.type == "cuda" else MAX_ELEMENTS_CPU
+
 
 def noisy_gradients(
     model: nn.Module,
@@ -30,17 +39,26 @@ def noisy_gradients(
 ) -> Tensor:
     """Gradients at ``n_samples`` noisy copies per item: (n_samples, B, C, H, W).
 
-    Noise sigma = ``stdev_spread`` x (max - min) of each item (Smilkov et al., 2017).
+    Noise sigma = ``stdev_spread`` x (max - min) of each item (Smilkov et al., 2017). All of an
+    item's noise is drawn first from its own generator; the (S, B, ...) noise is then split along
+    S into chunks of at most ``max_elements`` input elements (at least one sample per pass), so
+    the chunking changes memory, not the gradients.
     """
     shape = inputs.shape[1:]
     noise = per_item(seeds, lambda g: torch.randn((n_samples, *shape), generator=g), salt=3)
     noise = noise.transpose(0, 1).to(inputs.device)  # (S, B, C, H, W)
     spread = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).clamp_min(1e-6)
-    sigma = (stdev_spread * spread).view(1, -1, 1, 1, 1)
-    noisy = (inputs.unsqueeze(0) + sigma * noise).reshape(-1, *shape)
-    with torch.enable_grad():
-        grads = Saliency(model).attribute(noisy, target=target.repeat(n_samples), abs=False)
-    return grads.detach().reshape(n_samples, *inputs.shape)
+    sigma = (stdev_spread * spread).view(1, -1, *([1] * len(shape)))
+    per_sample = max(1, inputs.numel())
+    chunk = max(1, min(n_samples, max_elements(inputs.device) // per_sample))
+    saliency = Saliency(model)
+    grads = []
+    for part in noise.split(chunk):
+        noisy = (inputs.unsqueeze(0) + sigma * part).reshape(-1, *shape)
+        with torch.enable_grad():
+            grad = saliency.attribute(noisy, target=target.repeat(len(part)), abs=False)
+        grads.append(grad.detach().reshape(len(part), *inputs.shape))
+    return torch.cat(grads)
 
 
 @dataclass(frozen=True)

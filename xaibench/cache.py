@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from xaibench.atomic import write_bytes
 from xaibench.errors import UserError
 
 KINDS = ("models", "logits", "attributions")
@@ -47,18 +47,6 @@ def canonical_json(value: Any) -> str:
 def make_key(components: dict[str, Any]) -> str:
     """The cache key of an explicit component mapping (see DESIGN.md, Cache)."""
     return hashlib.sha256(canonical_json(components).encode()).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def tensor_bytes(obj: Any) -> bytes:
@@ -88,7 +76,7 @@ class Cache:
             self.root.mkdir(parents=True, exist_ok=True)
             tag = self.root / TAG_NAME
             if not tag.exists():
-                atomic_write_bytes(tag, TAG)
+                write_bytes(tag, TAG)
         except OSError as error:
             raise UserError(
                 f"cache folder {self.root} is not usable ({error.strerror or error}); "
@@ -118,9 +106,9 @@ class Cache:
         self.ensure_writable()
         weights, record_path = self._model_paths(key)
         data = tensor_bytes(state)
-        atomic_write_bytes(weights, data)
+        write_bytes(weights, data)
         record = {**record, "sha256": sha256(data), "written": time.time()}
-        atomic_write_bytes(record_path, json.dumps(record, indent=2, default=str).encode())
+        write_bytes(record_path, json.dumps(record, indent=2, default=str).encode())
 
     # ---- per-item tensors ---------------------------------------------------------------
     def _key_dir(self, kind: str, key: str) -> Path:
@@ -197,9 +185,9 @@ class Cache:
         shard = sha256("\x1f".join(ids).encode())[:24]
         data = tensor_bytes(stacked.detach().cpu().contiguous())
         folder = self._key_dir(kind, key)
-        atomic_write_bytes(folder / f"{shard}.pt", data)
+        write_bytes(folder / f"{shard}.pt", data)
         record = {"ids": ids, "sha256": sha256(data), "shape": list(stacked.shape), **(meta or {})}
-        atomic_write_bytes(folder / f"{shard}.json", json.dumps(record).encode())
+        write_bytes(folder / f"{shard}.json", json.dumps(record).encode())
         index = self._index.setdefault((kind, key), {})
         index.update(dict.fromkeys(ids, shard))
 

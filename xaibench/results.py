@@ -8,8 +8,6 @@ file, so nothing already written can be lost, and a reader that finds the same
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xaibench import atomic
+from xaibench.atomic import atomic_path
 from xaibench.errors import UserError
 
 SCHEMA_VERSION = "1"
@@ -69,15 +69,8 @@ def write_rows(path: Path, rows: dict[str, list[Any]]) -> None:
     """Write one Parquet file atomically (temp file + rename), schema_version in its metadata."""
     table = pa.Table.from_pydict(rows, schema=SCHEMA)
     table = table.replace_schema_metadata({b"schema_version": SCHEMA_VERSION.encode(), b"producer": b"xaibench"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -89,17 +82,9 @@ def write_text(path: Path, text: str) -> None:
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name such as {path / 'board.md'}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic.write_text(path, text)
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def result_files(root: Path) -> list[Path]:

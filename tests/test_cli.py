@@ -22,10 +22,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke, one_error_line
 
 from xaibench import registry, results
-from xaibench.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,22 +107,6 @@ def small_run(tmp_path_factory, cache_root) -> tuple[Path, object]:
     result = invoke("run", str(manifest), "--results", str(root))
     assert result.exit_code == 0, result.output
     return root, result
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def one_error_line(result) -> str:
-    """Exit 2 and exactly one non-empty line on stderr, without a traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def raw_rows(folder: Path) -> pd.DataFrame:

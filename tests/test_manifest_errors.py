@@ -13,10 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke, one_error_line
 
 from xaibench import results
-from xaibench.cli import app
 
 LINEAR_MODEL_PLUGIN = '''
 from dataclasses import dataclass
@@ -210,22 +209,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "linear_model.py").write_text(LINEAR_MODEL_PLUGIN)
     (tmp_path / "broken.py").write_text(BROKEN_PLUGIN)
     return tmp_path
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def one_error_line(result) -> str:
-    """The exit code is 2 and stderr holds exactly one non-empty line, without a traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
 
 
 def run_args(command: str, path: str, results_root: Path) -> list[str]:

@@ -78,7 +78,7 @@ class PluginSpec:
     def params(self) -> dict[str, Any]:
         return json.loads(self.params_json)
 
-    @property
+    @functools.cached_property  # read for every job on every batch: build the defaults once
     def display(self) -> str:
         """The name, plus the parameters set away from their defaults: ``occlusion[window=4]``."""
         try:

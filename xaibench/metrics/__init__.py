@@ -1,3 +1,4 @@
-"""Built-in metrics: deletion and insertion curves (more studies plug in beside them)."""
+"""Built-in metrics: perturbation curves, faithfulness correlation, captum's infidelity and
+sensitivity, localisation (more studies plug in beside them). Importing a module registers it."""
 
-from xaibench.metrics import perturbation  # noqa: F401  (import registers the plugins)
+from xaibench.metrics import captum_metrics, faithfulness, localisation, perturbation  # noqa: F401

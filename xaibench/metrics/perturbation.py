@@ -1,10 +1,21 @@
-"""Perturbation curves: deletion (MoRF) and insertion (PROTOCOLS.md).
+"""Perturbation curves: deletion and insertion, MoRF or LeRF order (PROTOCOLS.md).
 
 Pixels are ordered by importance (``reduce`` over channels, seeded tie-break). At ``steps`` + 1
-evenly spaced fractions of pixels from 0 to 1, the top pixels are switched from a start image
-to an end image, and the softmax probability of the target is recorded; the score is the area
-under that curve over the fraction axis (trapezoid), in [0, 1]. All perturbed copies of a batch
-go through the model in as few forward passes as the ``PASS_ELEMENTS`` budget of the device allows.
+evenly spaced fractions of pixels from 0 to 1, the first pixels of that order are switched from a
+start image to an end image, and the softmax probability of the target is recorded; the score is
+the area under that curve over the fraction axis (trapezoid), in [0, 1]. All perturbed copies of
+a batch go through the model in as few forward passes as the ``PASS_ELEMENTS`` budget of the
+device allows.
+
+``order``: ``morf`` (default) switches the most relevant pixels first, ``lerf`` the least
+relevant first: the exact reverse of the MoRF order, ties included. A faithful map does opposite
+things under the two orders, so the direction of the score depends on the order, and each order
+reports under its own score name: ``auc`` for MoRF, ``lerf_auc`` for LeRF, with the direction
+given per name in ``higher_is_better``. The LeRF-minus-MoRF gap is less sensitive to the fill
+value than either curve alone (Rong et al., ROAD, ICML 2022). Because LeRF is the reversed MoRF
+order, LeRF deletion with fill F is the same curve, read backwards, as MoRF insertion from start
+F (and vice versa): the two AUCs agree whenever ``fraction * pixels`` is a whole number at every
+step.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ PASS_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
 
 Reduce = Literal["abs_sum", "sum", "max_abs"]
 Fill = Literal["black", "mean", "blur"]
+Order = Literal["morf", "lerf"]
+SCORE_NAME = {"morf": "auc", "lerf": "lerf_auc"}
 
 
 def fill_image(inputs: Tensor, fill: str, blur_sigma: float) -> Tensor:
@@ -76,6 +89,7 @@ class _Curve:
     steps: int = 20
     reduce: Reduce = "abs_sum"
     blur_sigma: float = 0.0
+    order: Order = "morf"
 
     def __post_init__(self):
         if not 1 <= self.steps <= 1000:
@@ -97,21 +111,27 @@ class _Curve:
     ) -> dict[str, Tensor]:
         fractions = torch.linspace(0.0, 1.0, self.steps + 1, device=batch.inputs.device)
         order = rank_pixels(importance_map(attributions, self.reduce), seeds)
+        if self.order == "lerf":
+            order = order.flip(1)  # least relevant first: the exact reverse, ties included
         start, end = self.endpoints(batch.inputs)
         curve = switch_curve(model, start, end, order, target, fractions)
-        return {"auc": torch.trapezoid(curve, fractions, dim=1)}
+        return {SCORE_NAME[self.order]: torch.trapezoid(curve, fractions, dim=1)}
 
 
 @register("metric", "deletion")
 @dataclass(frozen=True)
 class Deletion(_Curve):
-    """Deletion, MoRF (Petsiuk et al., RISE, BMVC 2018): remove the most important pixels first
-    (set to ``fill``) and take the area under the target-probability curve. Lower is better:
-    a faithful map makes the probability collapse early. In [0, 1]."""
+    """Deletion (Petsiuk et al., RISE, BMVC 2018): remove pixels (set to ``fill``) in order of
+    importance and take the area under the target-probability curve, in [0, 1]. ``order: morf``
+    (default) removes the most important first, score ``auc``, lower is better: a faithful map
+    makes the probability collapse early. ``order: lerf`` removes the least important first,
+    score ``lerf_auc``, higher is better: a faithful map keeps the probability high until the
+    relevant pixels go last. Cost: steps + 1 forward passes per item."""
 
     version: ClassVar[str] = "1"
-    higher_is_better: ClassVar[bool] = False
+    higher_is_better: ClassVar[dict[str, bool]] = {"auc": False, "lerf_auc": True}
     requires: ClassVar[frozenset[str]] = frozenset()
+    reference: ClassVar[str] = "random"
     fill: Fill = "black"
 
     def endpoints(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,12 +142,16 @@ class Deletion(_Curve):
 @dataclass(frozen=True)
 class Insertion(_Curve):
     """Insertion (Petsiuk et al., RISE, BMVC 2018): start from a blurred copy (``start``) and
-    restore the most important pixels first; area under the target-probability curve. Higher
-    is better: a faithful map recovers the prediction early. In [0, 1]."""
+    restore pixels in order of importance; area under the target-probability curve, in [0, 1].
+    ``order: morf`` (default) restores the most important first, score ``auc``, higher is better:
+    a faithful map recovers the prediction early. ``order: lerf`` restores the least important
+    first, score ``lerf_auc``, lower is better: a faithful map holds the prediction back until the
+    relevant pixels return last. Cost: steps + 1 forward passes per item."""
 
     version: ClassVar[str] = "1"
-    higher_is_better: ClassVar[bool] = True
+    higher_is_better: ClassVar[dict[str, bool]] = {"auc": True, "lerf_auc": False}
     requires: ClassVar[frozenset[str]] = frozenset()
+    reference: ClassVar[str] = "random"
     start: Fill = "blur"
 
     def endpoints(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

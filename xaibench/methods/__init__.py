@@ -5,4 +5,4 @@ import warnings
 # captum warns on every call that it set requires_grad or hooked ReLUs: expected, not news.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
 
-from xaibench.methods import cam, controls, gradients, noise_tunnel, perturbation  # noqa: E402, F401
+from xaibench.methods import cam, controls, gradients, noise_tunnel, perturbation, rollout  # noqa: E402, F401

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xaibench import registry
-from xaibench.api import Batch
+from xaibench.api import Batch, Curve
 from xaibench.imaging import importance_map, rank_pixels
 from xaibench.metrics.perturbation import Deletion, Insertion
 from xaibench.seeding import item_seeds
@@ -69,9 +69,17 @@ def test_metric_conformance(name, tiny_cnn, digits_batch):
     if isinstance(cls.higher_is_better, dict):
         assert set(first) == set(cls.higher_is_better)
     for score, values in first.items():
-        assert values.shape == (len(digits_batch),), score
+        if isinstance(values, Curve):  # one value per (item, point)
+            assert values.x.dim() == 1 and torch.isfinite(values.x).all(), score
+            assert values.values.shape == (len(digits_batch), len(values.x)), score
+            assert isinstance(values.x_label, str) and values.x_label, score
+            assert torch.equal(values.x, second[score].x), score
+            values, second_values = values.values, second[score].values
+        else:
+            assert values.shape == (len(digits_batch),), score
+            second_values = second[score]
         assert torch.isfinite(values).all(), score
-        assert torch.equal(values, second[score]), f"{score} is not deterministic"
+        assert torch.equal(values, second_values), f"{score} is not deterministic"
         if name in CURVES:
             assert ((values >= 0) & (values <= 1)).all(), score
     for key, value in tiny_cnn.state_dict().items():
@@ -83,6 +91,8 @@ def test_metric_conformance(name, tiny_cnn, digits_batch):
     sub = digits_batch.select([3])
     alone = metric.score(tiny_cnn, sub, target[3:4], attributions[3:4], no_explain, seeds[3:4])
     for score, values in first.items():
+        if isinstance(values, Curve):
+            values, alone[score] = values.values, alone[score].values
         assert torch.allclose(alone[score][0], values[3], atol=1e-6), score
 
 

@@ -22,7 +22,8 @@ import torch  # noqa: E402
 from xaibench import registry
 from xaibench.cache import Cache
 from xaibench.datasets.digits import Digits
-from xaibench.model_store import ModelStore
+from xaibench.fitting import FitSpec, FittedModels
+from xaibench.manifest import PluginSpec
 from xaibench.models.cnn import small_cnn
 from xaibench.seeding import item_seeds
 
@@ -76,8 +77,8 @@ def digits_model_spec():
 @pytest.fixture(scope="session")
 def trained_digits_cnn(session_cache_root, digits_model_spec) -> torch.nn.Module:
     """``digits_cnn`` with default parameters, trained once into the session cache."""
-    store = ModelStore(Cache(session_cache_root), torch.device("cpu"), log=lambda message: None)
-    return store.get(digits_model_spec)
+    store = FittedModels(Cache(session_cache_root), torch.device("cpu"), log=lambda message: None)
+    return store.get(FitSpec(PluginSpec("model", "digits_cnn", "{}", "test")))
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ import torch
 
 from xaibench import registry
 from xaibench.cache import Cache, canonical_json, default_root, make_key
-from xaibench.model_store import ModelStore, model_key
+from xaibench.fitting import FitSpec, FittedModels
+from xaibench.keys import model_key
+from xaibench.manifest import PluginSpec
 
 GOLDEN_COMPONENTS = {
     "kind": "model",
@@ -172,11 +174,15 @@ def test_info_and_clear(tmp_path):
 # ---- the model store ------------------------------------------------------------------------------
 
 
+def fit_spec(**params) -> FitSpec:
+    return FitSpec(PluginSpec("model", "digits_cnn", canonical_json(params), "test"))
+
+
 def test_model_store_trains_once_then_loads(session_cache_root, digits_model_spec, trained_digits_cnn):
-    store = ModelStore(Cache(session_cache_root), torch.device("cpu"), log=lambda message: None)
-    module = store.get(digits_model_spec)
+    store = FittedModels(Cache(session_cache_root), torch.device("cpu"), log=lambda message: None)
+    module = store.get(fit_spec())
     assert store.trained == 0, "a warm cache must not retrain"
-    assert store.get(digits_model_spec) is module, "one module per process"
+    assert store.get(fit_spec()) is module, "one module per process"
     reference = trained_digits_cnn.state_dict()
     for key, value in module.state_dict().items():
         assert torch.equal(value, reference[key]), key
@@ -189,6 +195,8 @@ def test_trained_digits_cnn_is_accurate(session_cache_root, digits_model_spec, t
     assert len(records) == 1
     record = records[0]
     assert record["test_accuracy"] >= 0.95
+    assert record["train_accuracy"] >= 0.99
+    assert record["environment"]["threads"] == 1 and record["train_seconds"] > 0
     assert record["params"] == dataclasses.asdict(digits_model_spec)
     assert record["revision"] == digits_model_spec.revision
     # the recorded accuracy is what the loaded module achieves
@@ -201,14 +209,14 @@ def test_trained_digits_cnn_is_accurate(session_cache_root, digits_model_spec, t
 
 def test_model_store_retrains_after_corruption(tmp_path, digits_model_spec, trained_digits_cnn, session_cache_root):
     """Corrupt weights are never loaded. (Uses a 1-epoch variant so retraining stays cheap.)"""
-    quick = dataclasses.replace(digits_model_spec, epochs=1)
+    quick = fit_spec(epochs=1)
     cache = Cache(tmp_path)
-    first = ModelStore(cache, torch.device("cpu"), log=lambda message: None)
+    first = FittedModels(cache, torch.device("cpu"), log=lambda message: None)
     first.get(quick)
     assert first.trained == 1
-    weights = tmp_path / "models" / f"{model_key(quick)}.pt"
+    weights = tmp_path / "models" / f"{quick.key()}.pt"
     weights.write_bytes(b"garbage")
-    second = ModelStore(Cache(tmp_path), torch.device("cpu"), log=lambda message: None)
+    second = FittedModels(Cache(tmp_path), torch.device("cpu"), log=lambda message: None)
     second.get(quick)
     assert second.trained == 1
     assert Cache(tmp_path).verify() == []

@@ -172,7 +172,7 @@ def test_subprocess_rerun_does_no_work_and_writes_no_duplicates(small_run, cache
 
     for path in files_before:
         schema = pq.read_schema(path)
-        assert schema.metadata[b"schema_version"] == b"1"
+        assert schema.metadata[b"schema_version"] == b"2"
         for column in ("torch_version", "captum_version", "git_sha", "xaibench_version", "device"):
             assert column in schema.names
     assert set(raw["torch_version"]) == {version("torch")}
@@ -455,8 +455,8 @@ def test_ls_plural_kind_and_metric_direction():
     rows = table_rows(result.stdout)
     assert {"deletion", "insertion"} <= set(rows)
     assert "saliency" not in rows
-    assert rows["deletion"][1].endswith("[lower is better]")
-    assert rows["insertion"][1].endswith("[higher is better]")
+    assert rows["deletion"][1].endswith("[auc: lower is better; lerf_auc: higher is better]")
+    assert rows["insertion"][1].endswith("[auc: higher is better; lerf_auc: lower is better]")
 
 
 def test_ls_shows_brackets_and_whole_first_paragraph(tmp_path):
@@ -566,7 +566,7 @@ def test_cache_info_and_verify(small_run, cache_root):
     assert f"cache root: {cache_root}" in info.stdout
     counts = cache_counts(info.stdout)
     assert counts["models"] >= 1 and counts["logits"] >= 1 and counts["attributions"] >= 1
-    assert re.search(r"model digits_cnn: trained in [\d.]+s; test_accuracy 0\.9\d+", info.stdout)
+    assert re.search(r"model digits_cnn: trained in [\d.]+s; train_accuracy 1\.0+, test_accuracy 0\.9\d+", info.stdout)
 
     verify = invoke("cache", "verify")
     assert verify.exit_code == 0, verify.output

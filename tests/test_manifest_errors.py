@@ -113,7 +113,7 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         2,
     ),
     "option_target": (edit("limit: 8", "limit: 8, target: foo"), ["target", "'predicted' or 'label'", "foo"], 2),
-    "option_negative_limit": (edit("limit: 8", "limit: -3"), ["limit", "positive integer", "-3"], 2),
+    "option_negative_limit": (edit("limit: 8", "limit: -3"), ["limit", "between 1 and", "-3"], 2),
     "option_seeds_not_integers": (edit("limit: 8", "limit: 8, seeds: [a]"), ["seeds", "integers"], 2),
     "options_not_mapping": (edit("{limit: 8, batch_size: 8}", "[limit, 8]"), ["options", "mapping"], 2),
     "empty_methods": (edit("[random, saliency]", "[]"), ["methods", "non-empty list"], 5),

@@ -75,7 +75,13 @@ def test_build_checks_parameters(params, message):
 def test_build_coerces_yaml_values_to_field_types():
     metric = registry.build("metric", "deletion", {"steps": 10, "blur_sigma": 2})
     assert metric.blur_sigma == 2.0 and isinstance(metric.blur_sigma, float)
-    assert registry.canonical_params(metric) == {"steps": 10, "reduce": "abs_sum", "blur_sigma": 2.0, "fill": "black"}
+    assert registry.canonical_params(metric) == {
+        "steps": 10,
+        "reduce": "abs_sum",
+        "blur_sigma": 2.0,
+        "fill": "black",
+        "order": "morf",
+    }
 
 
 def test_unknown_plugin_suggests_the_nearest_name():

@@ -2,7 +2,13 @@
 
 Plugins are frozen dataclasses whose fields are their parameters; they are registered with
 ``xaibench.registry.register(kind, name)`` and carry metadata as class variables
-(``version``, and for metrics ``higher_is_better`` and ``requires``).
+(``version``; for metrics ``higher_is_better``, ``requires`` and ``reference``; for datasets
+``provides``).
+
+Requirements are plain strings that a dataset's ``provides`` must contain for ``check`` to
+accept a metric on it: ``"masks"`` (ground-truth object masks in ``Batch.masks``),
+``"labels:NAME"`` (a named label set in ``Batch.extras["labels:NAME"]``), ``"variant:NAME"``
+(a paired image per item in ``Batch.extras["variant:NAME"]``).
 """
 
 from __future__ import annotations
@@ -45,14 +51,55 @@ class Batch:
         )
 
 
-# explain(model, inputs, target) -> attributions; lets a metric recompute attributions
-# (randomization tests) with the method under evaluation.
-Explain = Callable[[nn.Module, Tensor, Tensor], Tensor]
+@dataclass(frozen=True)
+class Curve:
+    """One score of each item along an axis, e.g. accuracy at each removal fraction.
+
+    ``values`` is (B, K) at the K points ``x``; the runner writes one row per (item, point) with
+    the result columns ``x`` and ``x_label``. A metric returns it in place of a (B,) tensor.
+    """
+
+    x: Tensor
+    values: Tensor
+    x_label: str
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A training split in memory, possibly transformed (ROAR masks, permuted labels).
+
+    ``inputs`` float32 in [0, 1], (N, C, H, W), on the CPU; ``labels`` (N,) int64; ``ids`` the
+    items' stable ids. ``key`` identifies the data and its transform (the fitted-model store
+    keys fits by it).
+    """
+
+    inputs: Tensor
+    labels: Tensor
+    ids: list[str]
+    key: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# explain(model, inputs, target, seeds=None) -> attributions; lets a metric recompute
+# attributions (randomization tests, sensitivity) with the method under evaluation. Without
+# ``seeds``, inputs are the batch's items, or k copies of each item in item-major order, and get
+# their items' seeds.
+Explain = Callable[..., Tensor]
 
 
 @runtime_checkable
 class Dataset(Protocol):
+    """Items of named splits ("train", "test", maybe "val"), in a fixed order.
+
+    ``provides`` lists what its batches carry beyond inputs and labels (see the module doc).
+    ``batches(split, batch_size, limit, start)`` yields items ``start`` to ``limit`` (exclusive)
+    of the split; ``item_ids(split, limit)`` gives their ids without loading images.
+    """
+
     version: ClassVar[str]
+    provides: ClassVar[frozenset[str]]
 
     @property
     def revision(self) -> str:
@@ -68,17 +115,24 @@ class Dataset(Protocol):
     def count(self, split: str) -> int:
         """Number of items in a split."""
 
-    def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+    def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
         """Deterministic order; the first ``limit`` items of a split are always the same."""
+
+    def item_ids(self, split: str, limit: int | None = None) -> list[str]:
+        """Ids of the first ``limit`` items of a split, cheaply (no images decoded if possible)."""
 
 
 @runtime_checkable
 class Model(Protocol):
     """Builds a network with its own input normalisation inside ("black" is 0 for every model).
 
-    ``fit`` trains it from scratch (its seed is a parameter); the model store caches the result,
-    so loading is ``build`` + cached weights. ``revision`` pins the training data. Optional:
-    ``evaluate(module) -> dict`` (recorded beside the weights).
+    A trainable model also has ``train_data() -> Dataset`` (what it trains on by default) and
+    ``fit(module, data, seed, device) -> nn.Module``, which trains the freshly built ``module``
+    on ``data`` (a ``TrainingSet``, maybe transformed) with ``seed`` on ``device``. The
+    fitted-model store keys each fit by (model key, training-data key with transform, seed) and
+    records train/test accuracy and training time beside the weights. A model without ``fit``
+    must load its weights in ``build`` (a local file); it is never silently left untrained.
+    Optional: ``label_set`` (ClassVar str, default "label"): which labels it predicts.
     """
 
     version: ClassVar[str]
@@ -90,8 +144,6 @@ class Model(Protocol):
     def input_shape(self) -> tuple[int, int, int]: ...
 
     def build(self) -> nn.Module: ...
-
-    def fit(self, module: nn.Module) -> nn.Module: ...
 
 
 @runtime_checkable
@@ -110,11 +162,20 @@ class Method(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """``score`` returns named per-item scores, each of shape (B,)."""
+    """``score`` returns named per-item scores: each a (B,) tensor or a ``Curve``.
+
+    All scores of an item are written together or not at all. A NaN or infinite value is kept
+    in its row marked invalid, with the reason, and never ranked. ``higher_is_better`` is a bool
+    or a mapping from score name to bool. ``reference`` names what a relative verdict compares
+    with: the ``random`` method for perturbation metrics, or ``"original"`` when the metric
+    itself compares with the original model's map (randomization checks), so no method is the
+    reference.
+    """
 
     version: ClassVar[str]
-    higher_is_better: ClassVar[bool]
+    higher_is_better: ClassVar[bool | dict[str, bool]]
     requires: ClassVar[frozenset[str]]
+    reference: ClassVar[str]
 
     def score(
         self,
@@ -124,7 +185,7 @@ class Metric(Protocol):
         attributions: Tensor,
         explain: Explain,
         seeds: Tensor,
-    ) -> dict[str, Tensor]: ...
+    ) -> dict[str, Tensor | Curve]: ...
 
 
 KINDS: tuple[str, ...] = ("model", "dataset", "method", "metric")

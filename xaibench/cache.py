@@ -10,6 +10,7 @@ fails the check is deleted and recomputed. ``XAIBENCH_CACHE`` moves the root.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -25,6 +26,7 @@ import torch
 
 from xaibench.atomic import write_bytes
 from xaibench.errors import UserError
+from xaibench.keys import canonical_json, make_key  # noqa: F401  (re-exported: older imports)
 
 KINDS = ("models", "logits", "attributions")
 # Marks the root as a cache (https://bford.info/cachedir/): backup tools skip it, and `clear`
@@ -38,15 +40,6 @@ def default_root() -> Path:
         return Path(os.environ["XAIBENCH_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "xaibench"
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def make_key(components: dict[str, Any]) -> str:
-    """The cache key of an explicit component mapping (see DESIGN.md, Cache)."""
-    return hashlib.sha256(canonical_json(components).encode()).hexdigest()
 
 
 def tensor_bytes(obj: Any) -> bytes:
@@ -89,16 +82,29 @@ class Cache:
         folder = self.root / "models"
         return folder / f"{key}.pt", folder / f"{key}.json"
 
+    def has_model_state(self, key: str) -> bool:
+        weights, record_path = self._model_paths(key)
+        return weights.exists() and record_path.exists()
+
+    def model_record(self, key: str) -> dict[str, Any] | None:
+        """The JSON record stored beside a fit's weights (accuracies, time), or None."""
+        _, record_path = self._model_paths(key)
+        record = _read_record(record_path)
+        return record if isinstance(record, dict) else None
+
     def load_model_state(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         weights, record_path = self._model_paths(key)
         if not record_path.exists() or not weights.exists():
             return None
-        record = json.loads(record_path.read_text())
-        data = weights.read_bytes()
-        if sha256(data) != record["sha256"]:
-            self._warn(f"cached model {key[:12]} failed its checksum; retraining")
-            weights.unlink(missing_ok=True)
-            record_path.unlink(missing_ok=True)
+        record = _read_record(record_path)
+        try:
+            data = weights.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not isinstance(record, dict) or sha256(data) != record.get("sha256"):
+            self._warn(f"cached model {key[:12]} is damaged; it is moved aside and retrained")
+            _move_aside(weights)
+            _move_aside(record_path)
             return None
         return torch.load(io.BytesIO(data), weights_only=True), record
 
@@ -119,8 +125,15 @@ class Cache:
         folder = self._key_dir(kind, key)
         if folder.is_dir():
             for record_path in folder.glob("*.json"):
-                record = json.loads(record_path.read_text())
-                for item_id in record["ids"]:
+                record = _read_record(record_path)
+                ids = record.get("ids") if isinstance(record, dict) else None
+                if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                    # A damaged record: move it and its tensor aside, so the items are recomputed.
+                    self._warn(f"cache record {record_path} is damaged; moved aside, its items are recomputed")
+                    _move_aside(record_path)
+                    _move_aside(record_path.with_suffix(".pt"))
+                    continue
+                for item_id in ids:
                     index[item_id] = record_path.stem
         self._index[(kind, key)] = index
         return index
@@ -131,13 +144,21 @@ class Cache:
             return self._load_index(kind, key)
         return self._index[(kind, key)]
 
-    def has(self, kind: str, key: str, ids: list[str]) -> list[bool]:
+    def _index_covering(self, kind: str, key: str, ids: list[str]) -> dict[str, str]:
+        # Another process (a Dask worker, a concurrent run) may have written shards since this
+        # process read the records: read them again once before calling an item missing.
         index = self._current_index(kind, key)
+        if any(i not in index for i in ids):
+            index = self._load_index(kind, key)
+        return index
+
+    def has(self, kind: str, key: str, ids: list[str]) -> list[bool]:
+        index = self._index_covering(kind, key, ids)
         return [i in index for i in ids]
 
     def get(self, kind: str, key: str, ids: list[str]) -> dict[str, torch.Tensor]:
         """The stored tensors of those ids that are present (verified), by id."""
-        index = self._current_index(kind, key)
+        index = self._index_covering(kind, key, ids)
         found: dict[str, torch.Tensor] = {}
         for shard in sorted({index[i] for i in ids if i in index}):
             rows = self._read_shard(kind, key, shard)
@@ -154,18 +175,28 @@ class Cache:
             return self._shards[path]
         record_path = folder / f"{shard}.json"
         try:
-            record = json.loads(record_path.read_text())
             data = path.read_bytes()
         except FileNotFoundError:
             self._forget(kind, key, shard)
             return None
-        if sha256(data) != record["sha256"]:
-            self._warn(f"cache shard {path} failed its checksum; it is removed and recomputed")
-            record_path.unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+        record = _read_record(record_path)
+        if record is None and not record_path.exists():
             self._forget(kind, key, shard)
             return None
-        stacked = torch.load(io.BytesIO(data), weights_only=True)
+        stacked = None
+        if isinstance(record, dict) and sha256(data) == record.get("sha256"):
+            try:
+                stacked = torch.load(io.BytesIO(data), weights_only=True)
+            except Exception:  # a shard that hashes right but does not load: treat as damaged
+                stacked = None
+        if stacked is None or len(record.get("ids", [])) != len(stacked):
+            self._warn(
+                f"cache shard {path} is damaged (checksum mismatch or unreadable); it is moved aside and recomputed"
+            )
+            _move_aside(record_path)
+            _move_aside(path)
+            self._forget(kind, key, shard)
+            return None
         rows = dict(zip(record["ids"], stacked.unbind(0), strict=True))
         self._shards[path] = rows
         while len(self._shards) > 8:  # a few recent shards serve overlapping batches
@@ -212,8 +243,13 @@ class Cache:
         return rows
 
     def models(self) -> list[dict[str, Any]]:
+        """The records of stored fits; a damaged record shows as ``{"damaged": path}``."""
         folder = self.root / "models"
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+        out = []
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            record = _read_record(path)
+            out.append(record if isinstance(record, dict) else {"damaged": str(path)})
+        return out
 
     def clear(self, kind: str | None = None) -> int:
         """Remove one kind (or everything); returns the number of bytes freed."""
@@ -237,11 +273,11 @@ class Cache:
         for kind in KINDS:
             for record_path in (self.root / kind).rglob("*.json"):
                 data_path = record_path.with_suffix(".pt")
-                try:
-                    expected = json.loads(record_path.read_text()).get("sha256")
-                except (json.JSONDecodeError, AttributeError):
+                record = _read_record(record_path)
+                if not isinstance(record, dict) or "sha256" not in record:
                     bad.append(record_path)
                     continue
+                expected = record["sha256"]
                 if not data_path.exists() or sha256(data_path.read_bytes()) != expected:
                     bad.append(data_path)
         return bad
@@ -249,3 +285,17 @@ class Cache:
     @staticmethod
     def _warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
+
+
+def _read_record(path: Path) -> Any:
+    """A JSON record, or None when it is missing, unreadable or not JSON (damaged)."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _move_aside(path: Path) -> None:
+    """Rename a damaged file to ``*.damaged`` (kept for inspection, never read again)."""
+    with contextlib.suppress(OSError):
+        path.replace(path.with_name(path.name + ".damaged"))

@@ -1,7 +1,8 @@
-"""The `xaibench` command line (Typer): run, eval, check, ls, board, cache.
+"""The `xaibench` command line (Typer): run, eval, plan, check, ls, board, results, cache.
 
 It parses options and calls the modules; no logic of its own. Exit codes: 0 ok, 1 a gate
-failed, 2 a user error (one line, no traceback), 3 a job failed at run time, 130 interrupted.
+failed, 2 a user error (one line, no traceback), 3 a task failed at run time, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). Finished tasks' rows are kept in every case.
 """
 
 from __future__ import annotations
@@ -16,24 +17,57 @@ from rich.console import Console
 
 from xaibench.errors import UserError
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Benchmark attribution (saliency) methods for faithfulness: run manifests, evaluate one "
-    "method ad hoc, render leaderboards with confidence intervals against a random baseline.",
+    "method ad hoc, render leaderboards with confidence intervals against a random baseline.\n\n"
+    "Exit codes: 0 ok, 1 a gate failed, 2 a user error, 3 a task failed at run time, "
+    "130 interrupted, 143 terminated.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
 cache_app = typer.Typer(
     help="Inspect or clear the cache of trained models, logits and attributions.",
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
 )
+results_app = typer.Typer(help="Maintain result folders.", no_args_is_help=True, context_settings=HELP_OPTIONS)
 app.add_typer(cache_app, name="cache")
+app.add_typer(results_app, name="results")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        import xaibench
+
+        typer.echo(f"xaibench {xaibench.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """Benchmark attribution (saliency) methods for faithfulness."""
+
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns; give them room instead.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
-EXIT_GATE, EXIT_USER, EXIT_JOBS, EXIT_INTERRUPT = 1, 2, 3, 130
+EXIT_GATE, EXIT_USER, EXIT_JOBS, EXIT_INTERRUPT, EXIT_TERMINATED = 1, 2, 3, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM (a CI timeout, a cluster preemption), handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class Format(str, Enum):
@@ -57,14 +91,26 @@ def user_errors(command):
             typer.echo(f"error: {where}{error.strerror or error}", err=True)
             raise typer.Exit(EXIT_USER) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: rows of finished batches are kept; rerun to continue", err=True)
+            typer.echo("interrupted: rows of finished tasks are kept; rerun to continue", err=True)
             raise typer.Exit(EXIT_INTERRUPT) from None
+        except Terminated:
+            typer.echo("terminated: rows of finished tasks are kept; rerun to continue", err=True)
+            raise typer.Exit(EXIT_TERMINATED) from None
 
     return wrapper
 
 
 RESULTS_OPTION = typer.Option(Path("results"), "--results", "-r", help="Root folder of result tables.")
 FORMAT_OPTION = typer.Option(Format.table, "--format", "-f", help="Leaderboard format.")
+WORKERS_OPTION = typer.Option(
+    None, "--workers", "-w", help="Run tasks on a local Dask cluster of N single-threaded worker processes."
+)
+SCHEDULER_OPTION = typer.Option(
+    None, "--scheduler", help="Run tasks on the Dask cluster at ADDRESS (workers must share cache and results)."
+)
+THREADS_OPTION = typer.Option(
+    None, "--threads", help="torch threads for attribution and scoring (default: all cores; 1 per Dask worker)."
+)
 
 
 @app.command()
@@ -76,14 +122,17 @@ def run(
     fmt: Format = FORMAT_OPTION,
     board: bool = typer.Option(True, help="Print the leaderboard at the end."),
     gates: bool = typer.Option(True, help="Evaluate the manifest's gates (exit 1 when one fails)."),
+    workers: int | None = WORKERS_OPTION,
+    scheduler: str | None = SCHEDULER_OPTION,
+    threads: int | None = THREADS_OPTION,
 ):
-    """Run every job of a manifest (skipping rows that exist), then print its leaderboard."""
+    """Run every task of a manifest that is not done yet, then print its leaderboard."""
     from xaibench import manifest as manifest_module
 
     loaded = manifest_module.load(manifest)
     if limit is not None:
         loaded = manifest_module.with_options(loaded, limit=limit)
-    raise typer.Exit(_execute(loaded, results, fmt, board, gates))
+    raise typer.Exit(_execute(loaded, results, fmt, board, gates, workers, scheduler, threads))
 
 
 @app.command("eval")
@@ -109,14 +158,17 @@ def eval_(
     plugin: list[str] = typer.Option([], "--plugin", help="Extra plugin source: package.module:attr or file.py."),
     results: Path = RESULTS_OPTION,
     fmt: Format = FORMAT_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    scheduler: str | None = SCHEDULER_OPTION,
+    threads: int | None = THREADS_OPTION,
 ):
     """Evaluate methods on one model and dataset without writing a manifest."""
-    from xaibench import manifest as manifest_module
+    from xaibench.adhoc import adhoc
 
     methods = list(dict.fromkeys(method))
     if baseline and "random" not in methods:
         methods.append("random")
-    loaded = manifest_module.adhoc(
+    loaded = adhoc(
         model=model,
         dataset=dataset,
         methods=methods,
@@ -125,27 +177,41 @@ def eval_(
         plugins=[str(Path(p).resolve()) if p.endswith(".py") else p for p in plugin],
         options={"split": split, "limit": limit or None, "batch_size": batch_size, "target": target, "seeds": [seed]},
     )
-    raise typer.Exit(_execute(loaded, results, fmt, board=True, gates=False))
+    raise typer.Exit(_execute(loaded, results, fmt, True, False, workers, scheduler, threads))
 
 
-def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool) -> int:
+def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool, workers, scheduler, threads) -> int:
+    import signal
+
     from xaibench import gates as gates_module
     from xaibench import results as results_module
     from xaibench.boards import summary
+    from xaibench.executors import choose
     from xaibench.progress import RichProgress
     from xaibench.runner import Runner
 
+    if threads is not None and not 1 <= threads <= 1024:
+        raise UserError(f"--threads must be between 1 and 1024, got {threads}")
+    executor = choose(workers, scheduler)
+    if threads is None and executor.name != "in-process":
+        threads = 1  # one thread per single-threaded Dask worker process: no oversubscription
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    with RichProgress(err) as progress:
-        runner = Runner(loaded, results, progress=progress.update, log=lambda m: progress.log(m))
-        report = runner.run()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with RichProgress(err) as progress:
+            runner = Runner(
+                loaded, results, progress=progress.update, log=progress.log, executor=executor, threads=threads
+            )
+            report = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = report.counts
     err.print(
-        f"{report.jobs} jobs in {report.seconds:.1f}s · computed: {counts.models_trained} models trained, "
-        f"{counts.forward_items} forward, {counts.attributed_items} attributions, {counts.scored_items} scores · "
-        f"{counts.rows_written} rows written · {counts.skipped_items} items already done · "
-        f"results in {report.results_dir}"
+        f"{report.jobs} jobs, {counts.tasks_run} tasks in {report.seconds:.1f}s ({report.executor}) · computed: "
+        f"{counts.models_trained} models trained, {counts.forward_items} forward, {counts.attributed_items} "
+        f"attributions, {counts.scored_items} scores · {counts.rows_written} rows written · "
+        f"{counts.skipped_items} items already done · results in {report.results_dir}"
     )
     rows = results_module.read(report.results_dir)
     # This manifest's jobs on the items this run covered: not rows of removed methods, nor items
@@ -163,11 +229,14 @@ def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool) -> in
                 err.print(f"  - {failure}")
             code = code or (0 if result.passed else EXIT_GATE)
     if report.failures:
+        skipped = f"; {report.skipped} dependent task(s) skipped" if report.skipped else ""
         err.print(
-            f"[red]{len(report.failures)} job(s) failed[/] (details in {report.results_dir}/{report.run_id}-run.json):"
+            f"[red]{len(report.failures)} task(s) failed[/]{skipped} "
+            f"(details in {report.results_dir}/{report.run_id}-run.json):",
+            markup=True,
         )
         for label, message in report.failures.items():
-            err.print(f"  - {label}: {message}")
+            err.print(f"  - {label}: {message}", markup=False)
         code = EXIT_JOBS
     return code
 
@@ -181,6 +250,52 @@ def _print_board(table, rows, fmt: Format) -> None:
         typer.echo(render.csv(table), nl=False)
     else:
         render.print_rich(table, summary.overall(rows), out)
+
+
+@app.command()
+@user_errors
+def plan(
+    manifest: Path = typer.Argument(..., help="YAML manifest."),
+    results: Path = RESULTS_OPTION,
+    limit: int | None = typer.Option(None, help="Override options.limit (items per dataset)."),
+):
+    """Print the manifest's tasks by kind, how many are done, and the work still to do (runs nothing)."""
+    from xaibench import manifest as manifest_module
+    from xaibench.cache import Cache
+    from xaibench.runner import preflight
+    from xaibench.tasks import plan as make_plan
+
+    loaded = manifest_module.load(manifest)
+    if limit is not None:
+        loaded = manifest_module.with_options(loaded, limit=limit)
+    preflight(loaded)
+    graph = make_plan(loaded, Cache(), results / loaded.name)
+    typer.echo(f"{manifest}: {graph.jobs} jobs -> {len(graph.tasks)} tasks")
+    for kind, count in graph.counts().items():
+        done = count["total"] - count["todo"]
+        typer.echo(f"  {kind:<10} {count['total']:>6} tasks  {done:>6} done  {count['todo']:>6} to do")
+    work = graph.work()
+    forward = sum(len(t.ids) for t in graph.todo if t.kind == "attribute")
+    typer.echo(
+        f"still to do: {work['fits']} fits, {work['attributions']} attributions, {work['scores']} items to score, "
+        f"at most {forward} forward passes (items) for attribution"
+    )
+
+
+@results_app.command("compact")
+@user_errors
+def results_compact(results_dir: Path = typer.Argument(..., help="A manifest's results folder.")):
+    """Merge a results folder's part files into one deduplicated file (atomic; safe during a run)."""
+    from xaibench import results as results_module
+
+    if not results_dir.is_dir():
+        raise UserError(f"results folder not found: {results_dir}")
+    folders = [results_dir, *[p for p in sorted(results_dir.iterdir()) if p.is_dir()]]
+    for folder in folders:
+        merged, rows = results_module.compact(folder)
+        if merged:
+            typer.echo(f"{folder}: {merged} files -> 1 ({rows} rows)")
+    typer.echo("done")
 
 
 @app.command()
@@ -236,17 +351,11 @@ def ls(
             description = registry.summary(cls)
             if k == "metric":
                 direction = cls.higher_is_better
-                description += (
-                    " ["
-                    + (
-                        "higher is better"
-                        if direction is True
-                        else "lower is better"
-                        if direction is False
-                        else "direction per score"
-                    )
-                    + "]"
-                )
+                if isinstance(direction, dict):
+                    parts = [f"{k}: {'higher' if v else 'lower'} is better" for k, v in direction.items()]
+                    description += " [" + "; ".join(parts) + "]"
+                else:
+                    description += f" [{'higher' if direction else 'lower'} is better]"
             # Plain text, not rich markup: "[lower is better]" and "list[float]" must show as written.
             table.add_row(escape(name), escape(params or "–"), escape(description))
         out.print(table)
@@ -300,8 +409,12 @@ def cache_info():
             f"  {row['kind']:<13} {row['entries']:>6} entries {row['files']:>7} files {row['bytes'] / 1e6:>9.1f} MB"
         )
     for record in cache.models():
-        extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.endswith("accuracy"))
-        typer.echo(f"  model {record.get('name')}: trained in {record.get('train_seconds', 0):.1f}s; {extra}")
+        if "damaged" in record:
+            typer.echo(f"  damaged model record: {record['damaged']} (moved aside and retrained on next use)")
+            continue
+        extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.endswith("accuracy") and isinstance(v, float))
+        role = f" ({record['role']})" if record.get("role", "original") != "original" else ""
+        typer.echo(f"  model {record.get('name')}{role}: trained in {record.get('train_seconds', 0):.1f}s; {extra}")
 
 
 @cache_app.command("clear")

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from xaibench import registry
 from xaibench.cache import canonical_json
 from xaibench.devices import resolve_device
 from xaibench.errors import UserError
+from xaibench.manifest_yaml import Locator, load_yaml
 
 FORMAT_VERSION = 1
 TOP_LEVEL = (
@@ -53,6 +52,7 @@ class Options:
     target: str = "predicted"  # or "label"
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
+    chunk_size: int = 256  # items per attribute/score task; not in any key (never changes a value)
 
 
 OPTION_TYPES = {
@@ -62,7 +62,10 @@ OPTION_TYPES = {
     "target": (str, "predicted or label"),
     "seeds": (list, "a list of integers"),
     "device": (str, "cpu, cuda or cuda:N"),
+    "chunk_size": (int, "a positive integer (items per task)"),
 }
+# Bounds that catch typos before hours of work: (low, high) inclusive.
+OPTION_RANGES = {"limit": (1, 10_000_000), "batch_size": (1, 65_536), "chunk_size": (1, 1_000_000)}
 
 
 @dataclass(frozen=True)
@@ -147,120 +150,11 @@ class Manifest:
         ]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-class Locator:
-    """Maps a path inside the YAML document to 'file:line: path' for error messages."""
-
-    def __init__(self, source: str, text: str):
-        self.source = source
-        self.lines: dict[tuple, int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            node = None
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node, path: tuple) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                self.lines[(*path, key.value)] = key.start_mark.line + 1
-                self._walk(value, (*path, key.value))
-                self.lines[(*path, key.value)] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, i))
-
-    def __call__(self, *path) -> str:
-        line = None
-        for cut in range(len(path), -1, -1):
-            if path[:cut] in self.lines:
-                line = self.lines[path[:cut]]
-                break
-        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-        where = f"{self.source}:{line}" if line else self.source
-        return f"{where}: {dotted}" if dotted else where
-
-
 def with_options(manifest: Manifest, **changes) -> Manifest:
     """The same manifest with some options replaced (e.g. ``--limit`` on the command line)."""
     if "limit" in changes and changes["limit"] is not None and changes["limit"] < 1:
         raise UserError(f"--limit must be a positive integer, got {changes['limit']}")
     return dataclasses.replace(manifest, options=dataclasses.replace(manifest.options, **changes))
-
-
-def adhoc(
-    *,
-    model: str,
-    dataset: str,
-    methods: list[str],
-    metrics: list[str],
-    params: list[str],
-    plugins: list[str],
-    options: dict[str, Any],
-) -> Manifest:
-    """The manifest behind `xaibench eval`: one model and dataset, ``KIND.PARAM=VALUE`` or
-    ``PLUGIN.PARAM=VALUE`` parameters. A kind-wide parameter goes to each plugin of that kind
-    that has it (``method.n_steps`` reaches integrated_gradients, not saliency)."""
-    registry.load_builtins()
-    for spec in plugins:
-        registry.load_plugin_source(spec, None, where=f"--plugin {spec}")
-    chosen = {"model": [model], "dataset": [dataset], "method": methods, "metric": metrics}
-    entries: dict[str, dict[str, dict[str, Any]]] = {kind: {n: {} for n in names} for kind, names in chosen.items()}
-    for item in params:
-        key, sep, raw = item.partition("=")
-        prefix, dot, param = key.partition(".")
-        if not sep or not dot or not param:
-            raise UserError(
-                f"--param {item!r}: expected KIND.PARAM=VALUE or PLUGIN.PARAM=VALUE, e.g. method.n_steps=16"
-            )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"--param {item!r}: cannot read value {raw!r}") from None
-        if prefix in chosen:
-            fields = {n: [f.name for f in registry.parameters(registry.get(prefix, n))] for n in chosen[prefix]}
-            targets = [n for n, names in fields.items() if param in names]
-            if not targets:
-                every = sorted({f for names in fields.values() for f in names})
-                raise UserError(
-                    f"--param {item!r}: no {prefix} of this evaluation ({', '.join(chosen[prefix])}) has a "
-                    f"parameter {param!r}{registry.suggest(param, every)}"
-                )
-            for name in targets:
-                entries[prefix][name][param] = value
-        else:
-            kinds = [kind for kind, names in chosen.items() if prefix in names]
-            if not kinds:
-                every = [n for names in chosen.values() for n in names]
-                raise UserError(
-                    f"--param {item!r}: {prefix!r} is neither a kind (model, dataset, method, metric) nor a plugin "
-                    f"of this evaluation{registry.suggest(prefix, [*chosen, *every])}"
-                )
-            for kind in kinds:
-                entries[kind][prefix][param] = value
-    data = {
-        "name": "eval",
-        "plugins": plugins,
-        "options": options,
-        **{f"{kind}s": [{name: p} for name, p in by_name.items()] for kind, by_name in entries.items()},
-    }
-    return from_dict(data, Locator("eval", ""))
 
 
 def load(path: str | Path) -> Manifest:
@@ -272,19 +166,15 @@ def load(path: str | Path) -> Manifest:
         if folder is not None:
             hint = registry.suggest(path.name, [p.name for p in folder.glob("*.y*ml")])
         raise UserError(f"manifest not found: {path}{hint}")
-    text = path.read_text()
+    text = path.read_bytes()
     return parse(text, source=str(path), base_dir=path.parent, path=path)
 
 
-def parse(text: str, source: str = "<manifest>", base_dir: Path | None = None, path: Path | None = None) -> Manifest:
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{where}: invalid YAML: {problem}") from None
-    locate = Locator(source, text)
+def parse(
+    text: str | bytes, source: str = "<manifest>", base_dir: Path | None = None, path: Path | None = None
+) -> Manifest:
+    data = load_yaml(text, source)
+    locate = Locator(source, text if isinstance(text, str) else text.decode("utf-8", "replace"))
     return from_dict(data, locate, base_dir=base_dir, path=path)
 
 
@@ -360,10 +250,10 @@ def _options(raw: Any, locate: Locator) -> Options:
         if not isinstance(value, expected) or isinstance(value, bool):
             raise UserError(f"{locate('options', key)}: expected {described}, got {value!r}")
         values[key] = value
-    if values.get("limit") is not None and values["limit"] < 1:
-        raise UserError(f"{locate('options', 'limit')}: expected a positive integer or null, got {values['limit']}")
-    if values.get("batch_size", 1) < 1:
-        raise UserError(f"{locate('options', 'batch_size')}: expected a positive integer, got {values['batch_size']}")
+    for key, (low, high) in OPTION_RANGES.items():
+        value = values.get(key)
+        if value is not None and not low <= value <= high:
+            raise UserError(f"{locate('options', key)}: {key} must be between {low:,} and {high:,}, got {value!r}")
     if values.get("target", "predicted") not in ("predicted", "label"):
         raise UserError(f"{locate('options', 'target')}: expected 'predicted' or 'label', got {values['target']!r}")
     if "seeds" in values:
@@ -487,6 +377,12 @@ def check_compatibility(manifest: Manifest) -> None:
                 raise UserError(
                     f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} "
                     f"but model {model_spec.name!r} expects {expected}; set matching size/channels parameters"
+                )
+            classes = getattr(model, "num_classes", None)
+            if classes is not None and classes != data.num_classes:
+                raise UserError(
+                    f"{data_spec.where}: dataset {data_spec.name!r} has {data.num_classes} classes but model "
+                    f"{model_spec.name!r} predicts {classes}; use a model trained on this label set"
                 )
             trained_on = model.train_data() if hasattr(model, "train_data") else None
             if type(trained_on) is type(data):

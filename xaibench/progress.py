@@ -1,4 +1,8 @@
-"""Progress display for long runs: a rich bar for jobs and one for items, quiet off a terminal."""
+"""Progress display for long runs: one rich bar over tasks, quiet off a terminal.
+
+Tasks finish in any order on Dask, so the bar counts finished tasks and shows the last one;
+fits and failures are logged as lines above it.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ class RichProgress:
         self.console = console
         self.enabled = console.is_terminal
         self.bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -29,8 +33,7 @@ class RichProgress:
             disable=not self.enabled,
             transient=True,
         )
-        self.jobs_task = None
-        self.items_task = None
+        self.tasks_bar = None
 
     def __enter__(self) -> RichProgress:
         self.bar.__enter__()
@@ -40,17 +43,17 @@ class RichProgress:
         self.bar.__exit__(*exc)
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
 
     def update(self, event: str, info: dict) -> None:
         if event == "start":
-            self.jobs_task = self.bar.add_task("jobs", total=info["jobs"])
-        elif event == "pair":
-            if self.items_task is not None:
-                self.bar.remove_task(self.items_task)
-            label = f"items · {info['label']} ({info['jobs']} jobs)"
-            self.items_task = self.bar.add_task(label, total=info["items"])
-        elif event == "advance":
-            self.bar.advance(self.items_task, info["items"])
-        elif event == "pair_done":
-            self.bar.advance(self.jobs_task, info["jobs"])
+            work = info["work"]
+            self.tasks_bar = self.bar.add_task(
+                f"tasks ({work['fits']} fits, {work['attributions']} maps, {work['scores']} items to score)",
+                total=info["tasks"],
+            )
+        elif event == "task" and self.tasks_bar is not None:
+            task = info["task"]
+            if task.kind == "fit" and info["summary"].get("models_trained"):
+                self.log(f"trained: {task.label[4:]} in {info['summary'].get('seconds', 0):.1f}s")
+            self.bar.update(self.tasks_bar, advance=1, description=f"{task.kind}: {task.label[:70]}")

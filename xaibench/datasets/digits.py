@@ -49,6 +49,7 @@ class Digits:
     """
 
     version: ClassVar[str] = "1"
+    provides: ClassVar[frozenset[str]] = frozenset()
     size: int = 8
     test_fraction: float = 0.2
     split_seed: int = 0
@@ -79,10 +80,14 @@ class Digits:
         check_split(split, "digits")
         return len(self._raw[2][split])
 
-    def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+    def item_ids(self, split: str, limit: int | None = None) -> list[str]:
+        check_split(split, "digits")
+        return [f"digits-{i:04d}" for i in self._raw[2][split][:limit]]
+
+    def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
         check_split(split, "digits")
         images, labels, splits = self._raw
-        index = splits[split][:limit] if limit is not None else splits[split]
+        index = splits[split][start:limit]
         inputs = torch.from_numpy(images[index]).unsqueeze(1)
         if self.size != 8:
             inputs = F.interpolate(inputs, size=(self.size, self.size), mode="bilinear", align_corners=False)

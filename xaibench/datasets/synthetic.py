@@ -29,6 +29,7 @@ class Synthetic:
     """
 
     version: ClassVar[str] = "1"
+    provides: ClassVar[frozenset[str]] = frozenset({"masks"})
     # Split sizes only cap how many items exist: item i is the same image whatever they are.
     not_in_key: ClassVar[frozenset[str]] = frozenset({"n_train", "n_test"})
     size: int = 32
@@ -45,8 +46,10 @@ class Synthetic:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0.0 <= self.noise <= 0.5:
             raise ValueError(f"noise must be between 0 and 0.5, got {self.noise}")
-        if self.n_train < 1 or self.n_test < 1:
-            raise ValueError("n_train and n_test must be at least 1")
+        if not (1 <= self.n_train <= 1_000_000 and 1 <= self.n_test <= 1_000_000):
+            raise ValueError("n_train and n_test must be between 1 and 1,000,000")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 
     @property
     def revision(self) -> str:
@@ -88,11 +91,16 @@ class Synthetic:
         image = np.where(mask[None], brightness, background).astype(np.float32)
         return image, label, mask
 
-    def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+    def item_ids(self, split: str, limit: int | None = None) -> list[str]:
         total = self.count(split)
         n = total if limit is None else min(limit, total)
-        for start in range(0, n, batch_size):
-            indices = range(start, min(start + batch_size, n))
+        return [f"synthetic-{split}-{i:06d}" for i in range(n)]
+
+    def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        total = self.count(split)
+        n = total if limit is None else min(limit, total)
+        for first in range(start, n, batch_size):
+            indices = range(first, min(first + batch_size, n))
             images, labels, masks = zip(*(self.item(split, i) for i in indices), strict=True)
             yield Batch(
                 ids=[f"synthetic-{split}-{i:06d}" for i in indices],

@@ -8,9 +8,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from xaibench.api import TrainingSet
 from xaibench.datasets.digits import Digits
 from xaibench.datasets.synthetic import Synthetic
-from xaibench.models.training import accuracy, load_split, train_classifier
+from xaibench.models.training import train_classifier
 from xaibench.registry import register
 
 
@@ -58,7 +59,21 @@ def small_cnn(channels: int, size: int, num_classes: int, width: int) -> nn.Sequ
 
 @dataclass(frozen=True)
 class _TrainedCNN:
-    """Shared body of the built-in CNN plugins: build, fit on the train split, report accuracy."""
+    """Shared body of the built-in CNN plugins: build, and fit on a (maybe transformed) train split."""
+
+    def __post_init__(self):
+        # Ranges keep a typo (epochs: 1e9) from training for hours; check reports them up front.
+        if not 1 <= self.epochs <= 1000:
+            raise ValueError(f"epochs must be between 1 and 1000, got {self.epochs}")
+        if not 0.0 < self.lr <= 10.0:
+            raise ValueError(f"lr must be a number in (0, 10], got {self.lr}")
+        if not 1 <= self.batch_size <= 65536:
+            raise ValueError(f"batch_size must be between 1 and 65536, got {self.batch_size}")
+        if not 1 <= self.width <= 256:
+            raise ValueError(f"width must be between 1 and 256, got {self.width}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        self.train_data()  # the data parameters (size, channels, ...) are checked by the dataset
 
     def train_data(self):
         raise NotImplementedError
@@ -71,15 +86,20 @@ class _TrainedCNN:
     def input_shape(self) -> tuple[int, int, int]:
         return self.train_data().shape
 
+    @property
+    def num_classes(self) -> int:
+        return self.train_data().num_classes
+
     def build(self) -> nn.Module:
+        """The untrained network; the fitted-model store seeds its initialisation with the fit's seed."""
         data = self.train_data()
         channels, size, _ = data.shape
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
-            torch.manual_seed(self.seed)
-            return small_cnn(channels, size, data.num_classes, self.width)
+        return small_cnn(channels, size, data.num_classes, self.width)
 
-    def fit(self, module: nn.Module) -> nn.Module:
-        inputs, labels = load_split(self.train_data(), "train")
+    def fit(self, module: nn.Module, data: TrainingSet, seed: int, device: torch.device) -> nn.Module:
+        """Standardise with the training set's channel statistics, then Adam + one-cycle (``seed``
+        orders the mini-batches)."""
+        inputs, labels = data.inputs.to(device), data.labels.to(device)
         module[0].mean.copy_(inputs.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
         module[0].std.copy_(inputs.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1))
         return train_classifier(
@@ -89,13 +109,8 @@ class _TrainedCNN:
             epochs=self.epochs,
             lr=self.lr,
             batch_size=self.batch_size,
-            seed=self.seed,
+            seed=seed,
         )
-
-    def evaluate(self, module: nn.Module) -> dict[str, float]:
-        """Test accuracy, recorded beside the cached weights."""
-        inputs, labels = load_split(self.train_data(), "test")
-        return {"test_accuracy": accuracy(module, inputs, labels)}
 
 
 @register("model", "digits_cnn")

@@ -1,0 +1,255 @@
+"""Jobs -> a graph of keyed tasks, and what of it is already done (DESIGN.md, the flow).
+
+Three kinds of task, each with explicit dependencies and an output stored under its key:
+- ``fit``: train a model (maybe on transformed data) -> the fitted-model store;
+- ``attribute``: one method over an item range of a split -> cached maps by item id;
+- ``score``: one metric over an item range -> a result part file.
+Item ranges are fixed windows of ``options.chunk_size`` items of the split's order, so raising
+``limit`` adds tasks for new windows and the old ones stay done. A task's done-ness is read
+from its outputs: a rerun executes only what is missing, and ``xaibench plan`` prints the same
+counts without running anything. Tasks are frozen, picklable dataclasses: an executor can send
+them to Dask workers as they are.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from xaibench import keys
+from xaibench.fitting import FitSpec
+from xaibench.manifest import Job, Manifest, Options, PluginSpec
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every task needs besides itself; picklable, identical on every worker."""
+
+    manifest: str
+    results_dir: str
+    cache_root: str
+    run_id: str
+    options: Options
+    plugins: tuple[str, ...] = ()  # plugin sources, .py paths absolute, loaded on each worker
+    threads: int | None = None  # torch intra-op threads for attribution and scoring
+    flush_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    fit: str
+    data: str
+    logits: str
+    attribution: str
+    score: str
+
+
+@dataclass(frozen=True)
+class FitTask:
+    kind: ClassVar[str] = "fit"
+    key: str
+    spec: FitSpec
+    deps: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        role = "" if self.spec.role == "original" else f" ({self.spec.role})"
+        return f"fit {self.spec.model.display}{role}"
+
+
+@dataclass(frozen=True)
+class AttributeTask:
+    kind: ClassVar[str] = "attribute"
+    key: str
+    fit: FitSpec
+    dataset: PluginSpec
+    method: PluginSpec
+    seed: int
+    keys: JobKeys
+    start: int
+    stop: int
+    ids: tuple[str, ...]  # items of the range whose maps are missing
+    deps: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        where = f"{self.fit.model.display} x {self.dataset.display}"
+        return f"attribute {self.method.display} on {where} [{self.start}:{self.stop}]"
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    kind: ClassVar[str] = "score"
+    key: str
+    job: Job
+    fit: FitSpec
+    keys: JobKeys
+    start: int
+    stop: int
+    ids: tuple[str, ...]  # items of the range with no rows yet
+    deps: tuple[str, ...] = ()
+    labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # model_role, repeat
+
+    @property
+    def label(self) -> str:
+        return job_label(self.job) + f" [{self.start}:{self.stop}]"
+
+
+Task = FitTask | AttributeTask | ScoreTask
+
+
+def job_label(job: Job) -> str:
+    parts = (job.model, job.dataset, job.method, job.metric)
+    return " x ".join(spec.display for spec in parts) + f" (seed {job.seed})"
+
+
+@dataclass
+class Plan:
+    """Every task of a manifest; ``todo`` holds those whose output is missing, in run order."""
+
+    tasks: list[Task]
+    todo: list[Task]
+    jobs: int
+    job_keys: set[str]
+    item_ids: set[str]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {k: {"total": 0, "todo": 0} for k in ("fit", "attribute", "score")}
+        for task in self.tasks:
+            out[task.kind]["total"] += 1
+        for task in self.todo:
+            out[task.kind]["todo"] += 1
+        return out
+
+    def work(self) -> dict[str, int]:
+        """Fits, attributions (items) and scored items still to compute."""
+        return {
+            "fits": sum(1 for t in self.todo if t.kind == "fit"),
+            "attributions": sum(len(t.ids) for t in self.todo if t.kind == "attribute"),
+            "scores": sum(len(t.ids) for t in self.todo if t.kind == "score"),
+        }
+
+
+def item_ids(dataset: Any, split: str, limit: int | None) -> list[str]:
+    """Ids of the first ``limit`` items; a dataset without ``item_ids`` is walked batch by batch."""
+    if hasattr(dataset, "item_ids"):
+        return list(dataset.item_ids(split, limit))
+    return [i for batch in dataset.batches(split, 1024, limit) for i in batch.ids]
+
+
+def batches_in_range(dataset: Any, split: str, batch_size: int, start: int, stop: int) -> Iterator:
+    """Batches of items ``start`` to ``stop``; datasets whose ``batches`` lacks ``start`` are skipped through."""
+    if "start" in inspect.signature(dataset.batches).parameters:
+        yield from dataset.batches(split, batch_size, stop, start=start)
+        return
+    seen = 0
+    for batch in dataset.batches(split, batch_size, stop):
+        keep = [i for i in range(len(batch)) if seen + i >= start]
+        seen += len(batch)
+        if keep:
+            yield batch if len(keep) == len(batch) else batch.select(keep)
+
+
+def job_keys(job: Job, fit: FitSpec, options: Options) -> JobKeys:
+    fit_key = fit.key()
+    data_key = keys.data_key(job.dataset.instance(), options.split)
+    attribution = keys.attribution_key(fit_key, data_key, job.method.instance(), options.target, job.seed)
+    return JobKeys(
+        fit=fit_key,
+        data=data_key,
+        logits=keys.logits_key(fit_key, data_key),
+        attribution=attribution,
+        score=keys.score_key(attribution, job.metric.instance()),
+    )
+
+
+def windows(total: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+
+
+def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[str]] | None = None) -> Plan:
+    """The task graph of a manifest's jobs and which tasks still have work (reads outputs only)."""
+    from xaibench.results import done_items
+
+    options = manifest.options
+    done = done_items(results_dir) if done is None else done
+    tasks: list[Task] = []
+    todo: list[Task] = []
+    all_job_keys: set[str] = set()
+    visited: set[str] = set()
+    fits: dict[str, FitTask] = {}
+    fit_needed: set[str] = set()
+
+    groups: dict[tuple[PluginSpec, PluginSpec], list[Job]] = defaultdict(list)
+    for job in manifest.jobs():
+        groups[(job.model, job.dataset)].append(job)
+    ordered: list[Task] = []  # todo in run order: each attribution followed by its scores
+    for (model_spec, dataset_spec), jobs in groups.items():
+        fit = FitSpec(model_spec)
+        fit_key = fit.key()
+        if fit.trainable and fit_key not in fits:
+            fits[fit_key] = FitTask(fit_key, fit)
+            tasks.append(fits[fit_key])
+        fit_deps = (fit_key,) if fit.trainable else ()
+        dataset = dataset_spec.instance()
+        ids = item_ids(dataset, options.split, options.limit)
+        visited.update(ids)
+        by_attribution: dict[str, list[tuple[Job, JobKeys]]] = defaultdict(list)
+        for job in jobs:
+            k = job_keys(job, fit, options)
+            all_job_keys.add(k.score)
+            by_attribution[k.attribution].append((job, k))
+        for attribution, members in by_attribution.items():
+            first_job, first_keys = members[0]
+            for start, stop in windows(len(ids), options.chunk_size):
+                window = ids[start:stop]
+                scores = []
+                for job, k in members:
+                    missing = tuple(i for i in window if i not in done.get(k.score, ()))
+                    akey = f"{attribution}:{start}-{stop}"
+                    scores.append(
+                        ScoreTask(f"{k.score}:{start}-{stop}", job, fit, k, start, stop, missing, (*fit_deps, akey))
+                    )
+                position = {item: n for n, item in enumerate(window)}
+                needed = sorted({i for s in scores for i in s.ids}, key=position.__getitem__)
+                cached = cache.has("attributions", attribution, needed) if needed else []
+                to_attribute = tuple(i for i, hit in zip(needed, cached, strict=True) if not hit)
+                attribute = AttributeTask(
+                    f"{attribution}:{start}-{stop}",
+                    fit,
+                    dataset_spec,
+                    first_job.method,
+                    first_job.seed,
+                    first_keys,
+                    start,
+                    stop,
+                    to_attribute,
+                    fit_deps,
+                )
+                tasks.append(attribute)
+                tasks.extend(scores)
+                if to_attribute:
+                    ordered.append(attribute)
+                ordered.extend(s for s in scores if s.ids)
+                if to_attribute or any(s.ids for s in scores):
+                    fit_needed.update(fit_deps)
+    # A dependency that is already done is dropped from the graph the executor sees.
+    live = {t.key for t in ordered}
+    for key in fit_needed:
+        if not cache.has_model_state(key):
+            todo.append(fits[key])
+            live.add(key)
+    for task in ordered:
+        todo.append(_prune(task, live))
+    jobs_total = len(manifest.jobs())
+    return Plan(tasks, todo, jobs_total, all_job_keys, visited)
+
+
+def _prune(task: Task, live: set[str]) -> Task:
+    from dataclasses import replace
+
+    return replace(task, deps=tuple(d for d in task.deps if d in live))

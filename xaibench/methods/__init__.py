@@ -5,4 +5,16 @@ import warnings
 # captum warns on every call that it set requires_grad or hooked ReLUs: expected, not news.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
 
-from xaibench.methods import cam, controls, gradients, noise_tunnel, perturbation, rollout  # noqa: E402, F401
+from xaibench.methods import (  # noqa: E402, F401
+    cam,
+    controls,
+    extremal,
+    fullgrad,
+    gradients,
+    noise_tunnel,
+    perturbation,
+    rise,
+    rollout,
+    score_cam,
+    xrai,
+)

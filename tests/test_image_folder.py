@@ -73,6 +73,7 @@ def test_mapping_file_orders_the_classes(split_root, tmp_path):
     as_json = tmp_path / "classes.json"
     as_json.write_text(json.dumps({"cat": 5, "dog": 7}))
     assert ImageFolder(root=str(split_root), crop=8, classes=str(as_json)).num_classes == 8
+    assert ImageFolder(root=str(split_root), crop=8, classes=str(as_json), outputs=1000).num_classes == 1000
     mapping.write_text("cat\n")
     with pytest.raises(UserError, match="'dog' is not in the mapping"):
         ImageFolder(root=str(split_root), crop=8, classes=str(mapping)).count("train")

@@ -146,7 +146,9 @@ class ImageFolder:
 
     ``resize`` scales the shorter side (0: to ``crop``), then a centre crop of ``crop`` pixels;
     ``channels`` 3 (RGB) or 1 (grey). ``classes``: an optional mapping file (one folder name per
-    line, or JSON {folder: index}); by default sorted folder names. Item ids are paths below the
+    line, or JSON {folder: index}); by default sorted folder names. ``outputs``: the number of
+    classes the model predicts when the folders are a subset (e.g. 1000 for ImageNet weights with
+    a JSON mapping to ImageNet indices); 0 = highest class index + 1. Item ids are paths below the
     root. Cost: one image decode per item; the first ``revision`` reads every file once.
     """
 
@@ -157,6 +159,7 @@ class ImageFolder:
     crop: int = 224
     channels: Literal[1, 3] = 3
     classes: str = ""
+    outputs: int = 0
     test_fraction: float = 0.2
     split_seed: int = 0
 
@@ -167,6 +170,8 @@ class ImageFolder:
             raise ValueError("crop must be between 1 and 4096, resize between 0 and 4096")
         if self.resize and self.resize < self.crop:
             raise ValueError(f"resize ({self.resize}) must be at least crop ({self.crop}), or 0")
+        if self.outputs < 0:
+            raise ValueError(f"outputs must be 0 (the number of classes found) or more, got {self.outputs}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
@@ -199,7 +204,10 @@ class ImageFolder:
 
     @property
     def num_classes(self) -> int:
-        return max(self._scanned[1].values()) + 1
+        found = max(self._scanned[1].values()) + 1
+        if self.outputs and self.outputs < found:
+            raise UserError(f"dataset image_folder: outputs is {self.outputs} but the class indices reach {found - 1}")
+        return self.outputs or found
 
     def count(self, split: str) -> int:
         return len(self._items(split))

@@ -15,6 +15,7 @@ result parts named from the task key and items), so the driver only receives sma
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -87,9 +88,9 @@ class Dask:
             owner = {}
             for task in tasks:
                 deps = [futures[d] for d in task.deps if d in futures]
-                future = client.submit(
-                    work.execute, task, ctx, *deps, key=f"{task.kind}-{task.key[:48]}-{ctx.run_id}", pure=False
-                )
+                # The Dask key must be unique per task: a task key is a 64-hex key plus its item window.
+                dask_key = f"{task.kind}-{hashlib.sha256(task.key.encode()).hexdigest()[:24]}-{ctx.run_id}"
+                future = client.submit(work.execute, task, ctx, *deps, key=dask_key, pure=False)
                 futures[task.key] = future
                 owner[future.key] = task
             for future in as_completed(list(futures.values())):

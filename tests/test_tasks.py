@@ -92,11 +92,11 @@ def test_a_failure_between_two_scores_of_an_item_leaves_no_partial_item(tmp_path
     appended = {"n": 0}
     original = rows.RowBuffer._append
 
-    def failing_append(self, **row):
+    def failing_append(self, overrides, **row):
         appended["n"] += 1
         if appended["n"] == 16 + 16 + 5:  # inside the second task, between an item's two scores
             raise RuntimeError("injected failure between two scores")
-        return original(self, **row)
+        return original(self, overrides, **row)
 
     monkeypatch.setattr(rows.RowBuffer, "_append", failing_append)
     report = run(m, tmp_path / "results", warm_cache)
@@ -174,3 +174,61 @@ def test_training_settings_out_of_range_are_refused_before_any_work(bad):
 
     with pytest.raises(UserError, match=bad.split(":")[0]):
         manifest(model=f"digits_cnn: {{{bad}}}")
+
+
+def test_a_study_metric_gets_whole_split_maps_and_its_extra_fits_once(tmp_path):
+    """The study hook: ``needs`` asks for the method's maps on the whole train split and a
+    label-permuted retrain whose transform reads those maps; both are tasks, run once."""
+    from xaibench.fitting import FitSpec
+    from xaibench.tasks import Needs, split_attribution_key
+    from xaibench.transforms import PermutedLabels
+
+    seen = {}
+
+    @dataclasses.dataclass(frozen=True)
+    class CheckedPermutation(PermutedLabels):
+        """Permuted labels that also check the whole train split's maps are cached (test only)."""
+
+        attribution_key: str = ""
+
+        def apply(self, data, split, context=None):
+            if split == "train":
+                found = context.cache.get("attributions", self.attribution_key, data.ids)
+                seen["maps"] = len(found)
+            return super().apply(data, split, context)
+
+    @register("metric", "test_agreement")
+    @dataclasses.dataclass(frozen=True)
+    class Agreement:
+        """1 when the permuted-label retrain predicts what the original model predicts (test only)."""
+
+        version: ClassVar[str] = "1"
+        higher_is_better: ClassVar[bool] = False
+        requires: ClassVar[frozenset[str]] = frozenset()
+
+        def needs(self, job, fit, options):
+            key = split_attribution_key(job, fit, "train", "label")
+            spec = FitSpec(fit.model, CheckedPermutation(seed=3, attribution_key=key), role="permuted")
+            return Needs(attributions=(("train", "label"),), fits=(("permuted", spec),))
+
+        def score(self, model, batch, target, attributions, explain, seeds, fitted):
+            with torch.no_grad():
+                other = fitted["permuted"](batch.inputs).argmax(1)
+            return {"agreement": (other == target).double()}
+
+    m = manifest(limit=8, model="digits_cnn: {epochs: 2}", metrics="test_agreement")
+    cache = Cache(tmp_path / "cache")
+    graph = plan(m, cache, tmp_path / "results" / m.name)
+    counts = graph.counts()
+    assert counts["fit"] == {"total": 3, "todo": 3}, "original, and one permuted retrain per method"
+    train_windows = -(-1437 // 8)  # the whole train split, in windows of chunk_size items
+    assert counts["attribute"]["todo"] == 2 * (1 + train_windows), "per method: the test window and the train split"
+    order = [t.kind for t in graph.todo]
+    assert order.index("fit") == 0 and order[-1] == "score"
+    report = run(m, tmp_path / "results", cache)
+    assert report.failures == {}, report.failures
+    assert report.counts.models_trained == 3
+    assert seen["maps"] == 1437, "the transform saw every train item's map"
+    frame = results.read(report.results_dir)
+    assert len(frame) == 16 and frame["value"].between(0, 1).all()
+    assert plan(m, Cache(cache.root), report.results_dir).todo == []

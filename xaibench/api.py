@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -57,11 +57,17 @@ class Curve:
 
     ``values`` is (B, K) at the K points ``x``; the runner writes one row per (item, point) with
     the result columns ``x`` and ``x_label``. A metric returns it in place of a (B,) tensor.
+    Several curves may share one score name in the results by naming their dict entries
+    ``"name@anything"``: the part before ``@`` is the stored score name (so repeats of a ROAR
+    curve are one score told apart by their ``repeat`` label).
     """
 
     x: Tensor
     values: Tensor
     x_label: str
+    # Columns these rows set instead of the task's, e.g. {"repeat": 2, "model_role": "retrained",
+    # "fit_key": ...} for a ROAR curve measured on one retrained model.
+    labels: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,9 @@ class Method(Protocol):
 @runtime_checkable
 class Metric(Protocol):
     """``score`` returns named per-item scores: each a (B,) tensor or a ``Curve``.
+
+    A study metric may also define ``needs(job, fit, options) -> tasks.Needs``: whole-split maps
+    and extra fitted models (retrains) it needs; ``score`` then gets ``fitted={name: module}``.
 
     All scores of an item are written together or not at all. A NaN or infinite value is kept
     in its row marked invalid, with the reason, and never ranked. ``higher_is_better`` is a bool

@@ -69,7 +69,9 @@ class FitSpec:
         train = keys.data_key(model.train_data(), "train")
         transform = None
         if self.transform is not None:
-            transform = keys.transform_key(self.transform.name, self.transform.params())
+            # Every field of a dataclass transform is part of its identity, whatever params() forgets.
+            fields = dataclasses.asdict(self.transform) if dataclasses.is_dataclass(self.transform) else {}
+            transform = keys.transform_key(self.transform.name, {**fields, **self.transform.params()})
         return keys.fit_key(model_key, train, transform, self.fit_seed())
 
 

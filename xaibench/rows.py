@@ -111,11 +111,14 @@ class RowBuffer:
         now = datetime.now(timezone.utc)
         labels, preds, targets = items.labels.tolist(), predictions.tolist(), target.tolist()
         map_ok = map_finite.tolist()
-        for name, value in scores.items():
+        for entry, value in scores.items():
+            name = entry.split("@", 1)[0]  # "roar@r1" is score "roar", told apart by its labels
             direction = higher_is_better(self.metric_cls, name)
+            overrides = {}
             if isinstance(value, Curve):
                 xs, label = [float(v) for v in value.x.tolist()], value.x_label
                 matrix = value.values.detach().double().cpu().tolist()
+                overrides = dict(value.labels)
             else:
                 xs, label = [math.nan], None
                 matrix = [[v] for v in value.detach().double().cpu().tolist()]
@@ -125,6 +128,7 @@ class RowBuffer:
                     if reason is None and not math.isfinite(v):
                         reason = INVALID_SCORE
                     self._append(
+                        overrides,
                         item_id=item,
                         label=labels[row],
                         prediction=preds[row],
@@ -142,9 +146,9 @@ class RowBuffer:
                     )
         self.ids.extend(items.ids)
 
-    def _append(self, **row: Any) -> None:
+    def _append(self, overrides: dict[str, Any], **row: Any) -> None:
         for column, value in self.shared.items():
-            self.columns[column].append(value)
+            self.columns[column].append(overrides.get(column, value))
         for column, value in row.items():
             self.columns[column].append(value)
 

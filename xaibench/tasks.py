@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -74,11 +74,14 @@ class AttributeTask:
     stop: int
     ids: tuple[str, ...]  # items of the range whose maps are missing
     deps: tuple[str, ...] = ()
+    split: str | None = None  # None: the manifest's split and target
+    target: str | None = None
 
     @property
     def label(self) -> str:
         where = f"{self.fit.model.display} x {self.dataset.display}"
-        return f"attribute {self.method.display} on {where} [{self.start}:{self.stop}]"
+        split = f" {self.split}" if self.split else ""
+        return f"attribute {self.method.display} on {where}{split} [{self.start}:{self.stop}]"
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,26 @@ class ScoreTask:
     stop: int
     ids: tuple[str, ...]  # items of the range with no rows yet
     deps: tuple[str, ...] = ()
-    labels: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # model_role, repeat
+    extra_fits: tuple[tuple[str, FitSpec], ...] = ()  # a study metric's other models, by name
 
     @property
     def label(self) -> str:
         return job_label(self.job) + f" [{self.start}:{self.stop}]"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a study metric needs beyond the job's maps, declared by ``metric.needs(job, fit, options)``.
+
+    ``attributions``: (split, target) pairs: the job's method on the job's fitted model over the
+    whole split (no limit), computed by attribute tasks before the extra fits, whose transforms
+    read them from the cache (``split_attribution_key`` gives their key). ``fits``: extra fitted
+    models by name (a permuted-label retrain, ROAR retrains); each becomes a fit task, and the
+    metric's ``score`` receives them as ``fitted={name: module}``.
+    """
+
+    attributions: tuple[tuple[str, str], ...] = ()
+    fits: tuple[tuple[str, FitSpec], ...] = ()
 
 
 Task = FitTask | AttributeTask | ScoreTask
@@ -167,6 +185,12 @@ def job_keys(job: Job, fit: FitSpec, options: Options) -> JobKeys:
     )
 
 
+def split_attribution_key(job: Job, fit: FitSpec, split: str, target: str) -> str:
+    """The key of the job's method maps on ``split`` with ``target`` (what a study's transform reads)."""
+    data_key = keys.data_key(job.dataset.instance(), split)
+    return keys.attribution_key(fit.key(), data_key, job.method.instance(), target, job.seed)
+
+
 def windows(total: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
 
@@ -183,6 +207,8 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
     visited: set[str] = set()
     fits: dict[str, FitTask] = {}
     fit_needed: set[str] = set()
+    known: dict[str, Task] = {}  # study tasks by key, with whether they still have work
+    scheduled: set[str] = set()
 
     groups: dict[tuple[PluginSpec, PluginSpec], list[Job]] = defaultdict(list)
     for job in manifest.jobs():
@@ -207,12 +233,29 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
             first_job, first_keys = members[0]
             for start, stop in windows(len(ids), options.chunk_size):
                 window = ids[start:stop]
-                scores = []
+                scores, study_work = [], []
                 for job, k in members:
                     missing = tuple(i for i in window if i not in done.get(k.score, ()))
                     akey = f"{attribution}:{start}-{stop}"
+                    extra_deps, extra_fits = (), ()
+                    metric = job.metric.instance()
+                    if hasattr(metric, "needs"):
+                        needs = metric.needs(job, fit, options)
+                        extra_deps, extra_fits, prior = _study_tasks(job, fit, dataset, needs, options, cache, known)
+                        if missing:
+                            study_work.extend(prior)
                     scores.append(
-                        ScoreTask(f"{k.score}:{start}-{stop}", job, fit, k, start, stop, missing, (*fit_deps, akey))
+                        ScoreTask(
+                            f"{k.score}:{start}-{stop}",
+                            job,
+                            fit,
+                            k,
+                            start,
+                            stop,
+                            missing,
+                            (*fit_deps, akey, *extra_deps),
+                            extra_fits,
+                        )
                     )
                 position = {item: n for n, item in enumerate(window)}
                 needed = sorted({i for s in scores for i in s.ids}, key=position.__getitem__)
@@ -232,11 +275,17 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
                 )
                 tasks.append(attribute)
                 tasks.extend(scores)
+                for task in study_work:
+                    if task.key not in scheduled:
+                        scheduled.add(task.key)
+                        ordered.append(task)
                 if to_attribute:
                     ordered.append(attribute)
                 ordered.extend(s for s in scores if s.ids)
                 if to_attribute or any(s.ids for s in scores):
                     fit_needed.update(fit_deps)
+    listed = {t.key for t in tasks}
+    tasks.extend(t for t in known.values() if t.key not in listed)
     # A dependency that is already done is dropped from the graph the executor sees.
     live = {t.key for t in ordered}
     for key in fit_needed:
@@ -245,6 +294,8 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
             live.add(key)
     for task in ordered:
         todo.append(_prune(task, live))
+    if any(t.kind == "fit" and t.deps for t in todo):  # study fits wait for whole-split maps
+        todo = _dependency_order(todo)
     jobs_total = len(manifest.jobs())
     return Plan(tasks, todo, jobs_total, all_job_keys, visited)
 
@@ -253,3 +304,70 @@ def _prune(task: Task, live: set[str]) -> Task:
     from dataclasses import replace
 
     return replace(task, deps=tuple(d for d in task.deps if d in live))
+
+
+def _study_tasks(job, fit, dataset, needs: Needs, options: Options, cache, known: dict) -> tuple:
+    """Attribute tasks over whole splits and extra fit tasks a study metric needs.
+
+    Returns (dependency keys of its score tasks, extra fits, tasks still to run in order).
+    Tasks are shared through ``known`` (two metrics needing one retrain plan it once).
+    """
+    fit_deps = (fit.key(),) if fit.trainable else ()
+    attribute_keys, pending = [], []
+    for split, target in needs.attributions:
+        akey = split_attribution_key(job, fit, split, target)
+        data_key = keys.data_key(dataset, split)
+        split_keys = JobKeys(fit.key(), data_key, keys.logits_key(fit.key(), data_key), akey, "")
+        ids = item_ids(dataset, split, None)
+        for start, stop in windows(len(ids), options.chunk_size):
+            key = f"{akey}:{start}-{stop}"
+            if key not in known:
+                window = ids[start:stop]
+                hits = cache.has("attributions", akey, window)
+                missing = tuple(i for i, hit in zip(window, hits, strict=True) if not hit)
+                known[key] = AttributeTask(
+                    key,
+                    fit,
+                    job.dataset,
+                    job.method,
+                    job.seed,
+                    split_keys,
+                    start,
+                    stop,
+                    missing,
+                    fit_deps,
+                    split,
+                    target,
+                )
+            attribute_keys.append(key)
+            if known[key].ids:
+                pending.append(known[key])
+    fit_keys = []
+    for _, spec in needs.fits:
+        key = spec.key()
+        if key not in known:
+            known[key] = FitTask(key, spec, (*fit_deps, *attribute_keys))
+        fit_keys.append(key)
+        if not cache.has_model_state(key):
+            pending.append(known[key])
+    return tuple(fit_keys), needs.fits, pending
+
+
+def _dependency_order(tasks: list[Task]) -> list[Task]:
+    """A stable topological order: each task after the tasks it depends on."""
+    by_key = {t.key: t for t in tasks}
+    placed: set[str] = set()
+    out: list[Task] = []
+
+    def place(task: Task) -> None:
+        if task.key in placed:
+            return
+        placed.add(task.key)
+        for dep in task.deps:
+            if dep in by_key:
+                place(by_key[dep])
+        out.append(task)
+
+    for task in tasks:
+        place(task)
+    return out

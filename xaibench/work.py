@@ -105,9 +105,11 @@ def _logits(state: Session, key: str, module, items: Batch, summary: dict) -> to
     return torch.stack([found[i] for i in items.ids]).to(state.device)
 
 
-def _targets(state: Session, items: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _targets(state: Session, items: Batch, logits: torch.Tensor, mode: str | None = None) -> tuple:
+    """(the explained class per item, the prediction): the label or the prediction by ``mode``."""
     predictions = logits.argmax(1)
-    return (items.labels if state.ctx.options.target == "label" else predictions), predictions
+    mode = mode or state.ctx.options.target
+    return (items.labels if mode == "label" else predictions), predictions
 
 
 def _compute_maps(method, module, items: Batch, target: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -131,12 +133,13 @@ def _attribute(state: Session, task: AttributeTask, summary: dict) -> None:
     method = task.method.instance()
     options = state.ctx.options
     dataset = task.dataset.instance()
-    for batch in batches_in_range(dataset, options.split, options.batch_size, task.start, task.stop):
+    split, target_mode = task.split or options.split, task.target or options.target
+    for batch in batches_in_range(dataset, split, options.batch_size, task.start, task.stop):
         keep = [n for n, i in enumerate(batch.ids) if i in todo]
         if not keep:
             continue
         items = _on_device(batch.select(keep), state.device)
-        target, _ = _targets(state, items, _logits(state, task.keys.logits, module, items, summary))
+        target, _ = _targets(state, items, _logits(state, task.keys.logits, module, items, summary), target_mode)
         maps = _compute_maps(method, module, items, target, item_seeds(task.seed, items.ids, "method"))
         state.cache.put("attributions", task.keys.attribution, items.ids, maps)
         summary["attributed_items"] += len(keep)
@@ -173,9 +176,12 @@ def _score(state: Session, task: ScoreTask, summary: dict) -> None:
             return method.attribute(model, inputs, explain_target, seeds)
 
         started = time.perf_counter()
-        scores = metric.score(
-            module, items, target, maps, explain, item_seeds(job.seed, items.ids, f"metric:{job.metric.name}")
-        )
+        metric_seeds = item_seeds(job.seed, items.ids, f"metric:{job.metric.name}")
+        if task.extra_fits:
+            fitted = {name: state.fitted.get(spec) for name, spec in task.extra_fits}
+            scores = metric.score(module, items, target, maps, explain, metric_seeds, fitted=fitted)
+        else:
+            scores = metric.score(module, items, target, maps, explain, metric_seeds)
         check_scores(scores, len(items), job.metric.name)
         elapsed = (time.perf_counter() - started) / len(items)
         finite = torch.isfinite(maps.flatten(1)).all(1).cpu()

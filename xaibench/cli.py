@@ -28,14 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings=HELP_OPTIONS,
 )
-cache_app = typer.Typer(
-    help="Inspect or clear the cache of trained models, logits and attributions.",
-    no_args_is_help=True,
-    context_settings=HELP_OPTIONS,
-)
-results_app = typer.Typer(help="Maintain result folders.", no_args_is_help=True, context_settings=HELP_OPTIONS)
-app.add_typer(cache_app, name="cache")
-app.add_typer(results_app, name="results")
 
 
 def _version_callback(value: bool) -> None:
@@ -282,22 +274,6 @@ def plan(
     )
 
 
-@results_app.command("compact")
-@user_errors
-def results_compact(results_dir: Path = typer.Argument(..., help="A manifest's results folder.")):
-    """Merge a results folder's part files into one deduplicated file (atomic; safe during a run)."""
-    from xaibench import results as results_module
-
-    if not results_dir.is_dir():
-        raise UserError(f"results folder not found: {results_dir}")
-    folders = [results_dir, *[p for p in sorted(results_dir.iterdir()) if p.is_dir()]]
-    for folder in folders:
-        merged, rows = results_module.compact(folder)
-        if merged:
-            typer.echo(f"{folder}: {merged} files -> 1 ({rows} rows)")
-    typer.echo("done")
-
-
 @app.command()
 @user_errors
 def check(manifests: list[Path] = typer.Argument(..., help="Manifest file(s) to validate.")):
@@ -396,61 +372,15 @@ def board(
     err.print(f"wrote {output}")
 
 
-@cache_app.command("info")
-@user_errors
-def cache_info():
-    """Where the cache is and how much it holds."""
-    from xaibench.cache import Cache
-
-    cache = Cache()
-    typer.echo(f"cache root: {cache.root}  (move it with XAIBENCH_CACHE)")
-    for row in cache.info():
-        typer.echo(
-            f"  {row['kind']:<13} {row['entries']:>6} entries {row['files']:>7} files {row['bytes'] / 1e6:>9.1f} MB"
-        )
-    for record in cache.models():
-        if "damaged" in record:
-            typer.echo(f"  damaged model record: {record['damaged']} (moved aside and retrained on next use)")
-            continue
-        extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.endswith("accuracy") and isinstance(v, float))
-        role = f" ({record['role']})" if record.get("role", "original") != "original" else ""
-        typer.echo(f"  model {record.get('name')}{role}: trained in {record.get('train_seconds', 0):.1f}s; {extra}")
-
-
-@cache_app.command("clear")
-@user_errors
-def cache_clear(
-    kind: str | None = typer.Argument(None, help="models, logits or attributions (default: all)."),
-):
-    """Delete cached entries (all, or one kind)."""
-    from xaibench.cache import KINDS, Cache
-
-    if kind is not None and kind not in KINDS:
-        raise UserError(f"unknown cache kind {kind!r}; use one of {', '.join(KINDS)}")
-    freed = Cache().clear(kind)
-    typer.echo(f"cleared {kind or 'all'}: {freed / 1e6:.1f} MB freed")
-
-
-@cache_app.command("verify")
-@user_errors
-def cache_verify():
-    """Check every cached file against its stored hash."""
-    from xaibench.cache import Cache
-
-    bad = Cache().verify()
-    for path in bad:
-        typer.echo(f"corrupt: {path}")
-    typer.echo(f"{len(bad)} corrupt file(s)" if bad else "cache ok")
-    if bad:
-        raise typer.Exit(1)
-
-
 def main() -> None:
     try:
         app()
     except BrokenPipeError:  # `xaibench board ... | head`
         sys.stderr.close()
 
+
+# Command groups live in their own modules (one job each); importing them adds them to `app`.
+from xaibench import cli_maintenance  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xaibench.boards.summary import VERDICT_BEATS
-from xaibench.manifest import CONTROLS, Gate
+from xaibench.gate_schema import CONTROLS, Gate
 
 
 @dataclass(frozen=True)

@@ -234,44 +234,33 @@ def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool, worke
 
 
 def _print_board(table, rows, fmt: Format) -> None:
-    from xaibench.boards import render, summary
-
-    if fmt is Format.md:
-        typer.echo(render.markdown(table, summary.overall(rows)))
-    elif fmt is Format.csv:
-        typer.echo(render.csv(table), nl=False)
+    if fmt is Format.table:
+        _print_rich(table, rows)
     else:
-        render.print_rich(table, summary.overall(rows), out)
+        typer.echo(_board_text(table, rows, fmt), nl=False)
 
 
-@app.command()
-@user_errors
-def plan(
-    manifest: Path = typer.Argument(..., help="YAML manifest."),
-    results: Path = RESULTS_OPTION,
-    limit: int | None = typer.Option(None, help="Override options.limit (items per dataset)."),
-):
-    """Print the manifest's tasks by kind, how many are done, and the work still to do (runs nothing)."""
-    from xaibench import manifest as manifest_module
-    from xaibench.cache import Cache
-    from xaibench.runner import preflight
-    from xaibench.tasks import plan as make_plan
+def _print_rich(table, rows) -> None:
+    from xaibench.boards import render, studies, summary
 
-    loaded = manifest_module.load(manifest)
-    if limit is not None:
-        loaded = manifest_module.with_options(loaded, limit=limit)
-    preflight(loaded)
-    graph = make_plan(loaded, Cache(), results / loaded.name)
-    typer.echo(f"{manifest}: {graph.jobs} jobs -> {len(graph.tasks)} tasks")
-    for kind, count in graph.counts().items():
-        done = count["total"] - count["todo"]
-        typer.echo(f"  {kind:<10} {count['total']:>6} tasks  {done:>6} done  {count['todo']:>6} to do")
-    work = graph.work()
-    forward = sum(len(t.ids) for t in graph.todo if t.kind == "attribute")
-    typer.echo(
-        f"still to do: {work['fits']} fits, {work['attributions']} attributions, {work['scores']} items to score, "
-        f"at most {forward} forward passes (items) for attribution"
-    )
+    render.print_rich(table, summary.overall(rows), out)
+    for _, title, frame in studies.tables(rows):
+        render.print_frame(title, frame, out)
+    for warning in summary.environment_warnings(rows):
+        err.print(f"warning: {warning}", markup=False)
+
+
+def _board_text(table, rows, fmt: Format) -> str:
+    from xaibench.boards import render, studies, summary
+
+    if fmt is Format.csv:
+        return render.csv(table)
+    text = render.markdown(table, summary.overall(rows))
+    for _, title, frame in studies.tables(rows):
+        text += "\n" + render.frame_markdown(title, frame)
+    for warning in summary.environment_warnings(rows):
+        text += f"\n> warning: {warning}\n"
+    return text
 
 
 @app.command()
@@ -347,28 +336,27 @@ def board(
 ):
     """Render the leaderboard of stored results (no model work)."""
     from xaibench import results as results_module
-    from xaibench.boards import render, summary
+    from xaibench.boards import summary
 
     rows = results_module.read(results_dir)
     if rows.empty:
         raise UserError(f"{results_dir}: no result rows found; run `xaibench run MANIFEST` first")
     table = summary.summary(rows)
     if plot is not None:
+        from xaibench.boards import studies
         from xaibench.boards.plot import plot_board
 
-        plot_board(table, plot)
-        err.print(f"wrote {plot}")
+        if not table.empty:
+            plot_board(table, plot)
+            err.print(f"wrote {plot}")
+        for path in studies.plots(rows, plot):
+            err.print(f"wrote {path}")
     if output is None:
         _print_board(table, rows, fmt)
         return
-    text = {
-        Format.md: lambda: render.markdown(table, summary.overall(rows)),
-        Format.csv: lambda: render.csv(table),
-        Format.table: lambda: render.markdown(table, summary.overall(rows)),
-    }[fmt]()
     from xaibench.results import write_text
 
-    write_text(output, text)
+    write_text(output, _board_text(table, rows, Format.md if fmt is Format.table else fmt))
     err.print(f"wrote {output}")
 
 

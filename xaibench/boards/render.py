@@ -14,6 +14,12 @@ from xaibench.boards.summary import CELL, REFERENCE, VERDICT_BEATS, VERDICT_WORS
 VERDICT_STYLE = {VERDICT_BEATS: "green", VERDICT_WORSE: "red"}
 
 
+def verdict_style(verdict: str) -> str:
+    if verdict.startswith("beats"):
+        return "green"
+    return "red" if verdict.startswith("worse") else VERDICT_STYLE.get(verdict, "")
+
+
 def _missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
@@ -27,10 +33,17 @@ def _rank(value) -> str:
 
 
 def _verdict(row) -> str:
-    """The verdict; "reference" for the `random` row only; "–" for a row without a paired test."""
+    """The verdict; "reference" for the reference method's row; "–" for a row without a paired test."""
     if isinstance(row["verdict"], str):
         return row["verdict"]
-    return "reference" if row["method"] == REFERENCE else "–"
+    reference = row["reference"] if "reference" in row and isinstance(row["reference"], str) else REFERENCE
+    return "reference" if row["method"] == reference else "–"
+
+
+def _n(row) -> str:
+    """Valid items, and how many were invalid (non-finite maps or scores: never ranked or tested)."""
+    invalid = row["invalid"] if "invalid" in row and not _missing(row["invalid"]) else 0
+    return f"{row['n']} (+{int(invalid)} invalid)" if invalid else str(row["n"])
 
 
 def _interval(mean: float, low: float, high: float, signed: bool = False) -> str:
@@ -50,9 +63,10 @@ def _p(value: float) -> str:
 
 def _cell_title(cell: dict) -> str:
     direction = "higher is better" if cell["higher_is_better"] else "lower is better"
+    reference = cell["reference"] if "reference" in cell and isinstance(cell["reference"], str) else REFERENCE
     return (
         f"{cell['model']} × {cell['dataset']} · {cell['metric']}/{cell['score']} ({direction}) · "
-        f"split {cell['split']}, target {cell['target_mode']}"
+        f"split {cell['split']}, target {cell['target_mode']} · Δ vs {reference}"
     )
 
 
@@ -66,7 +80,7 @@ def _rows(board: pd.DataFrame):
                     _rank(r["rank"]),
                     r["method"],
                     _interval(r["mean"], r["ci_low"], r["ci_high"]),
-                    str(r["n"]),
+                    _n(r),
                     _interval(r["delta"], r["delta_low"], r["delta_high"], signed=True),
                     _p(r["p_holm"]),
                     _verdict(r),
@@ -76,7 +90,7 @@ def _rows(board: pd.DataFrame):
         )
 
 
-HEADERS = ("#", "method", "mean [95% CI]", "n", "Δ vs random [95% CI]", "p (Holm)", "verdict")
+HEADERS = ("#", "method", "mean [95% CI]", "n", "Δ vs reference [95% CI]", "p (Holm)", "verdict")
 
 
 def print_rich(board: pd.DataFrame, overall: pd.DataFrame | None, console: Console) -> None:
@@ -89,7 +103,7 @@ def print_rich(board: pd.DataFrame, overall: pd.DataFrame | None, console: Conso
         for header in HEADERS:
             table.add_column(header, justify="right" if header in ("#", "n", "p (Holm)") else "left")
         for row in rows:
-            table.add_row(*map(Text, row[:-1]), Text(row[-1], style=VERDICT_STYLE.get(row[-1], "")))
+            table.add_row(*map(Text, row[:-1]), Text(row[-1], style=verdict_style(row[-1])))
         console.print(table)
     if overall is not None and not overall.empty and overall["metrics"].max() > 1:
         for (model, dataset), group in overall.groupby(["model", "dataset"], sort=False):
@@ -138,3 +152,25 @@ def markdown(board: pd.DataFrame, overall: pd.DataFrame | None = None) -> str:
 
 def csv(board: pd.DataFrame) -> str:
     return board.to_csv(index=False)
+
+
+def print_frame(title: str, frame: pd.DataFrame, console: Console) -> None:
+    """A study board's table as it is (its columns already formatted or numeric)."""
+    table = Table(title=Text(title), title_justify="left", header_style="bold")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for _, row in frame.iterrows():
+        cells = []
+        for value in row:
+            text = _num(value) if isinstance(value, float) else ("–" if _missing(value) else str(value))
+            cells.append(Text(text, style=verdict_style(text)))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def frame_markdown(title: str, frame: pd.DataFrame) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for _, row in frame.iterrows():
+        cells = [_num(v) if isinstance(v, float) else ("–" if _missing(v) else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -9,8 +9,18 @@ other tested method is "no better". So the test and the interval never disagree 
 A method with no item paired with `random` (or a cell without `random`) has no test and no
 verdict.
 
-Only finite means are ranked: a method whose values are all NaN (a metric or model returning
-NaN) has n = 0, a NaN mean, no rank and no verdict, and shows as "–".
+Invalid rows (``valid`` false: a non-finite map or score, stored with its reason) are never
+ranked, tested or gated: they are left out of every statistic and counted per cell and method
+in ``invalid``. Only finite means are ranked: a method with no valid value has n = 0, a NaN
+mean, no rank and no verdict, and shows as "–".
+
+Each metric names its reference (the ``reference`` column): ``random`` for perturbation
+metrics, so deltas and verdicts compare with the `random` method over the same items; a
+reference that is not a method of the cell (``original`` for randomization checks, which
+compare with the original model inside the metric) gives no paired test here.
+
+Curve rows (a numeric ``x``, e.g. ROAD's accuracy per fraction) belong to the study boards;
+this board summarises the scalar scores (``x`` NaN) only.
 
 Stale plugin versions are superseded: for each of model, dataset, method and metric, among the
 rows with the same name and params only those whose plugin version (and, for models and
@@ -92,16 +102,68 @@ def variant_labels(frame: pd.DataFrame, name: str, params: str) -> pd.Series:
     return labels
 
 
-def per_item(rows: pd.DataFrame) -> pd.DataFrame:
-    """One value per (cell, method, item): stale versions dropped, labels for variants, values
-    averaged over seeds."""
+def labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    """Current-version rows with variant labels (``occlusion[window=4]``) in the name columns."""
     rows = current_versions(rows).copy()
     for name in KINDS:
         rows[name] = variant_labels(rows, name, f"{name}_params")
+    return rows
+
+
+def scalar_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of per-item scalar scores (no ``x``), with defaults for columns older files lack."""
+    if "x" in rows:
+        rows = rows[rows["x"].isna()]
+    rows = rows.copy()
+    if "valid" not in rows:
+        rows["valid"] = True
+    rows["valid"] = rows["valid"].fillna(True).astype(bool)
+    if "reference" not in rows:
+        rows["reference"] = REFERENCE
+    rows["reference"] = rows["reference"].fillna(REFERENCE)
+    return rows
+
+
+def per_item(rows: pd.DataFrame) -> pd.DataFrame:
+    """One value per (cell, method, item) from valid rows: stale versions dropped, labels for
+    variants, values averaged over seeds."""
+    rows = scalar_rows(labelled(rows))
+    rows = rows[rows["valid"]]
     keys = [*CELL, "method", "item_id"]
     return rows.groupby(keys, as_index=False, sort=False).agg(
-        value=("value", "mean"), higher_is_better=("higher_is_better", "first")
+        value=("value", "mean"), higher_is_better=("higher_is_better", "first"), reference=("reference", "first")
     )
+
+
+def invalid_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Invalid items per (cell, method), with their most common reason."""
+    rows = scalar_rows(labelled(rows))
+    bad = rows[~rows["valid"]]
+    columns = [*CELL, "method", "invalid", "invalid_reason"]
+    if bad.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = bad.groupby([*CELL, "method"], sort=False)
+    out = grouped["item_id"].nunique().rename("invalid").reset_index()
+    reasons = grouped["invalid_reason"].agg(lambda r: r.mode().iloc[0] if r.notna().any() else "")
+    return out.merge(reasons.rename("invalid_reason").reset_index(), on=[*CELL, "method"])[columns]
+
+
+def environment_warnings(rows: pd.DataFrame) -> list[str]:
+    """Cells whose compared rows were computed in different environments (torch version, CPU or
+    GPU model): values are only reproducible within one (fits are pinned to one thread)."""
+    columns = [c for c in ("torch_version", "cpu", "device") if c in rows]
+    if not columns or rows.empty:
+        return []
+    warnings = []
+    environments = rows[columns].fillna("?").astype(str).agg(" / ".join, axis=1)
+    for cell, values in environments.groupby([rows[c] for c in ("model", "dataset", "metric")], sort=False):
+        distinct = sorted(set(values))
+        if len(distinct) > 1:
+            warnings.append(
+                f"{' x '.join(map(str, cell))}: rows from {len(distinct)} environments ({'; '.join(distinct)}); "
+                "values may differ between them"
+            )
+    return warnings
 
 
 def _mean(values: np.ndarray) -> float:
@@ -112,11 +174,12 @@ def _mean(values: np.ndarray) -> float:
         return float(values.mean())
 
 
-def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
     items = per_item(rows)
     out = []
     for cell, group in items.groupby(CELL, sort=False):
         higher = bool(group["higher_is_better"].iloc[0])
+        reference = str(group["reference"].iloc[0])
         wide = group.pivot(index="item_id", columns="method", values="value")
         methods = list(dict.fromkeys(group["method"]))
         records = []
@@ -131,6 +194,7 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
                 ci_high=high,
                 n=len(values),
                 higher_is_better=higher,
+                reference=reference,
             )
             if reference in wide and method != reference:
                 paired = wide[[method, reference]].dropna()
@@ -142,7 +206,7 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
         tested = [r for r in records if "p_raw" in r]
         for record, p in zip(tested, stats.holm([r["p_raw"] for r in tested]), strict=True):
             record["p_holm"] = p
-            record["verdict"] = verdict(p, record["delta_low"], record["delta_high"], higher)
+            record["verdict"] = verdict(p, record["delta_low"], record["delta_high"], higher, reference)
         for record, rank in zip(records, stats.ranks(np.array([r["mean"] for r in records]), higher), strict=True):
             record["rank"] = int(rank) if np.isfinite(rank) else pd.NA
         out.extend(records)
@@ -154,28 +218,42 @@ def summary(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
         "ci_low",
         "ci_high",
         "n",
+        "invalid",
         "delta",
         "delta_low",
         "delta_high",
         "p_holm",
         "verdict",
+        "reference",
         "higher_is_better",
     ]
-    board = pd.DataFrame(out).reindex(columns=columns)
+    board = pd.DataFrame(out).reindex(columns=[c for c in columns if c not in ("invalid",)])
+    invalid = invalid_counts(rows)
+    if not invalid.empty:
+        board = board.merge(invalid[[*CELL, "method", "invalid"]], on=[*CELL, "method"], how="outer")
+    board["invalid"] = board["invalid"].fillna(0).astype(int) if "invalid" in board else 0
+    board["n"] = board["n"].fillna(0).astype(int)
+    board = board.reindex(columns=columns)
     board["rank"] = board["rank"].astype("Int64")  # unranked (non-finite mean) rows are <NA>, sorted last
     return board.sort_values([*CELL, "rank", "method"], kind="stable").reset_index(drop=True)
 
 
-def verdict(p_holm: float, delta_low: float, delta_high: float, higher_is_better: bool) -> str | None:
+def verdict(
+    p_holm: float, delta_low: float, delta_high: float, higher_is_better: bool, reference: str = REFERENCE
+) -> str | None:
     """ "beats random" when p_holm < 0.05 and the difference's 95% CI excludes 0 on the better
     side; "worse than random" when p_holm < 0.05 and it excludes 0 on the worse side; else "no
-    better". None (no verdict) without a test (NaN p-value)."""
+    better". None (no verdict) without a test (NaN p-value). Another reference method is named
+    in place of "random"."""
     if np.isnan(p_holm):
         return None
     if p_holm < stats.ALPHA:
         above, below = delta_low > 0, delta_high < 0  # False for a NaN interval
         if above or below:
-            return VERDICT_BEATS if above == higher_is_better else VERDICT_WORSE
+            beats = above == higher_is_better
+            if reference == REFERENCE:
+                return VERDICT_BEATS if beats else VERDICT_WORSE
+            return f"beats {reference}" if beats else f"worse than {reference}"
     return VERDICT_NO_BETTER
 
 

@@ -1,0 +1,39 @@
+"""The study boards beside the summary: each a module of ``boards`` with ``tables(rows)`` and
+``plot(rows, path)``. Adding a study's board is adding its module name here."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pandas as pd
+
+STUDIES = ("faithfulness", "roar", "sanity", "bam", "ground_truth")
+
+
+def _modules():
+    for name in STUDIES:
+        try:
+            yield name, importlib.import_module(f"xaibench.boards.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"xaibench.boards.{name}":
+                raise  # a real missing dependency inside an existing board
+
+
+def tables(rows: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(study, title, table) for every study with rows in ``rows``."""
+    out = []
+    for name, module in _modules():
+        for title, frame in module.tables(rows):
+            out.append((name, title, frame))
+    return out
+
+
+def plots(rows: pd.DataFrame, stem: Path) -> list[Path]:
+    """Each study's PNG, written as ``<stem>-<study>.png``."""
+    written = []
+    for name, module in _modules():
+        path = module.plot(rows, stem.with_name(f"{stem.stem}-{name}.png"))
+        if path is not None:
+            written.append(path)
+    return written

@@ -27,7 +27,10 @@ def collect(dataset, split: str, batch_size: int, limit: int | None = None):
 
 @pytest.mark.parametrize("name", registry.names("dataset"))
 def test_dataset_conformance(name):
-    dataset = registry.build("dataset", name)
+    try:
+        dataset = registry.build("dataset", name)
+    except UserError as error:  # data at a local path (image_folder, torchvision, bam): tested on fixtures
+        pytest.skip(f"{name} needs local data: {error}")
     assert isinstance(dataset, Dataset)
     assert isinstance(dataset.revision, str) and dataset.revision
     for split in ("train", "test"):

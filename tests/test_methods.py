@@ -47,9 +47,20 @@ def test_registry_lists_the_builtin_methods():
         assert name in METHODS
 
 
+def applicable(name: str, model: nn.Module):
+    """The method, or a skip when its own check refuses this model (e.g. attention_rollout on a CNN)."""
+    method = build(name)
+    if hasattr(method, "check"):
+        try:
+            method.check(model)
+        except IncompatibleError as error:
+            pytest.skip(f"{name} refuses this model: {error}")
+    return method
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_method_conformance(name, tiny_cnn, digits_batch, digits_seeds):
-    method = build(name)
+    method = applicable(name, tiny_cnn)
     inputs = digits_batch.inputs
     target = predicted(tiny_cnn, inputs)
     state = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
@@ -84,7 +95,7 @@ def test_method_conformance(name, tiny_cnn, digits_batch, digits_seeds):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method_item_does_not_depend_on_its_batch(name, tiny_cnn, digits_batch, digits_seeds):
-    method = build(name)
+    method = applicable(name, tiny_cnn)
     inputs = digits_batch.inputs
     target = predicted(tiny_cnn, inputs)
     batched = method.attribute(tiny_cnn, inputs, target, digits_seeds)
@@ -100,7 +111,7 @@ def test_method_item_does_not_depend_on_its_batch(name, tiny_cnn, digits_batch, 
 @pytest.mark.parametrize("name", METHODS)
 def test_method_works_on_the_trained_model(name, trained_digits_cnn, digits_batch, digits_seeds):
     """The trained model has frozen parameters (requires_grad False), as the runner gives it."""
-    method = build(name)
+    method = applicable(name, trained_digits_cnn)
     inputs = digits_batch.inputs[:4]
     target = predicted(trained_digits_cnn, inputs)
     out = method.attribute(trained_digits_cnn, inputs, target, digits_seeds[:4])

@@ -56,6 +56,7 @@ class Dask:
         self.scheduler = scheduler
         self.connect_timeout = connect_timeout
         self.name = f"dask ({workers} local workers)" if workers else f"dask ({scheduler})"
+        self.worker_peak_rss_mb: dict[str, float] = {}
 
     def _client(self):
         from distributed import Client, LocalCluster
@@ -106,6 +107,7 @@ class Dask:
                     }
                     summary.update(dict.fromkeys(work.COUNTERS, 0))
                 on_result(task, summary)
+            self.worker_peak_rss_mb = _worker_peaks(client)
         except BaseException:
             client.cancel(list(futures.values()) if "futures" in locals() else [])
             raise
@@ -113,6 +115,20 @@ class Dask:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker_peaks(client) -> dict[str, float]:
+    """Each worker process's peak resident memory (MB), for the run record and benchmarks."""
+    try:
+        return dict(client.run(_peak_rss_mb))
+    except Exception:  # a worker gone at the end: the peaks are information, not results
+        return {}
 
 
 def choose(workers: int | None, scheduler: str | None) -> Executor:

@@ -2,3 +2,4 @@
 sensitivity, localisation (more studies plug in beside them). Importing a module registers it."""
 
 from xaibench.metrics import captum_metrics, faithfulness, localisation, perturbation  # noqa: F401
+from xaibench.metrics import roar  # noqa: F401,E402  (ROAR/KAR study)

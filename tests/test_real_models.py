@@ -16,6 +16,7 @@ from xaibench import registry
 from xaibench.errors import IncompatibleError, UserError
 from xaibench.methods.cam import find_layer, grad_cam
 from xaibench.methods.rollout import attention_weights
+from xaibench.methods.score_cam import layer_activations
 from xaibench.models.torchvision_models import ModuleModel, TorchvisionModel
 from xaibench.seeding import item_seeds
 
@@ -35,15 +36,22 @@ def vit():
 # Methods that a fixture's model cannot use: `check` must refuse them (exact lists).
 REFUSED = {
     "resnet18": {"attention_rollout"},
-    "vit": set(),
-    "torchscript": {"attention_rollout", "eigen_cam", "grad_cam", "guided_grad_cam", "score_cam"},
+    "vit": {"fullgrad"},
+    "torchscript": {
+        "attention_rollout",
+        "deconvolution",
+        "deeplift",
+        "eigen_cam",
+        "fullgrad",
+        "grad_cam",
+        "guided_backprop",
+        "guided_grad_cam",
+        "score_cam",
+    },
 }
-# Known gaps in methods this file does not own: they neither run nor are refused by `check` yet.
-# strict xfail: when one is fixed the test says so and the entry goes.
-KNOWN_FAILURES = {
-    ("vit", "fullgrad"): "fullgrad: ViT layers run more than once per pass; needs a check() refusal",
-    ("torchscript", "deeplift"): "deeplift hooks modules, impossible on TorchScript; gradients.py needs a check()",
-}
+# Known gaps: methods that neither run nor are refused by `check` yet (strict xfail: when one
+# is fixed the test says so and the entry goes).
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 SLOW_METHODS = {"extremal_perturbation"}  # ~20 s per item on these models
 
 
@@ -180,6 +188,25 @@ def test_grad_cam_agrees_with_captum_on_the_found_layer(models):
     upsampled = LayerAttribution.interpolate(reference, (32, 32), "bilinear")
     method = registry.build("method", "grad_cam")
     assert torch.allclose(method.attribute(model, x, target, item_seeds(0, ["a", "b"]))[:, :1], upsampled, atol=1e-6)
+
+
+def test_gradient_free_cams_use_the_found_layer(models):
+    """At 32 px resnet18's last Conv2d is 1x1 (Eigen-CAM was all zero there); Score-CAM and
+    Eigen-CAM now read the layer Grad-CAM finds, and a ViT's token grid."""
+    x, seeds = _inputs(), item_seeds(0, ["a", "b"])
+    target = torch.tensor([0, 1])
+    for fixture, side in (("resnet18", 2), ("vit", 4)):
+        model = models[fixture]
+        layer = find_layer(model, x, "", "eigen_cam")
+        activations = layer_activations(model, layer, x)
+        assert activations.shape[-2:] == (side, side), fixture
+        eigen = registry.build("method", "eigen_cam").attribute(model, x, target, seeds)
+        assert (eigen.flatten(1).amax(1) > 0).all(), f"{fixture}: a non-zero Eigen-CAM map"
+        named = registry.build("method", "eigen_cam", {"layer": layer.name}).attribute(model, x, target, seeds)
+        torch.testing.assert_close(eigen, named)
+        score = registry.build("method", "score_cam").attribute(model, x, target, seeds)
+        named = registry.build("method", "score_cam", {"layer": layer.name}).attribute(model, x, target, seeds)
+        torch.testing.assert_close(score, named)
 
 
 def test_vit_grad_cam_uses_the_patch_grid(models):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xaibench.errors import IncompatibleError
+from xaibench.methods.cam import is_script
 from xaibench.models.cnn import Normalize
 from xaibench.registry import register
 
@@ -30,6 +32,23 @@ def _has_offset(module: nn.Module) -> bool:
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
         return module.bias is not None
     return isinstance(module, AFFINE)
+
+
+def check_fullgrad(model: nn.Module) -> None:
+    """Refuse, before any work, a model whose biases the hooks cannot all see exactly once.
+
+    TorchScript hides its layers (the map would silently be input x gradient). Attention
+    (``nn.MultiheadAttention``, so every torchvision ViT and Swin) applies its projections as
+    functions: their biases escape the hooks and ``out_proj`` never runs as a module.
+    """
+    where = f"fullgrad cannot explain {type(model).__name__}"
+    if is_script(model):
+        raise IncompatibleError(f"{where}: a TorchScript model's bias layers cannot be hooked")
+    if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        raise IncompatibleError(
+            f"{where}: attention layers apply their biases as functions, outside the per-layer hooks the "
+            "full-gradient decomposition needs"
+        )
 
 
 def decompose(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
@@ -62,7 +81,11 @@ def decompose(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor,
         for handle in handles:
             handle.remove()
     if len(outputs) != len(modules):
-        raise RuntimeError("fullgrad: a layer ran more or less than once per forward pass; cannot decompose")
+        # A layer shared or skipped in the forward pass (not detectable by structure alone).
+        raise IncompatibleError(
+            f"fullgrad cannot explain {type(model).__name__}: a bias layer ran more or less than once per forward "
+            "pass, so its bias-gradient is not defined"
+        )
     input_part = (grads[0] * inputs).detach()
     bias_parts = []
     for (name, _), grad, offset, output in zip(modules, grads[1:], offsets, outputs, strict=True):
@@ -97,10 +120,14 @@ class FullGrad:
     map (like the authors' code); a linear layer's bias-gradient has none and only enters the
     exact decomposition (``decompose``), where all parts sum to the target logit.
 
-    Cost: one forward and one backward pass (plus one forward of each affine layer on zeros).
+    Refused: TorchScript and attention models (see ``check_fullgrad``). Cost: one forward and
+    one backward pass (plus one forward of each affine layer on zeros).
     """
 
     version: ClassVar[str] = "1"
+
+    def check(self, model: nn.Module) -> None:
+        check_fullgrad(model)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         input_part, bias_parts = decompose(model, inputs, target)

@@ -21,6 +21,8 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
+from xaibench.errors import IncompatibleError
+from xaibench.methods.cam import is_script
 from xaibench.registry import register
 from xaibench.seeding import generator
 
@@ -34,6 +36,14 @@ def numpy_seeded(seed: int):
         yield
     finally:
         np.random.set_state(state)
+
+
+def refuse_script(model: nn.Module, method: str, why: str) -> None:
+    """Refuse a TorchScript model for a method that must replace or hook its modules' backward."""
+    if is_script(model):
+        raise IncompatibleError(
+            f"{method} cannot explain {type(model).__name__}: {why}; use saliency or integrated_gradients"
+        )
 
 
 @register("method", "saliency")
@@ -96,9 +106,16 @@ class GuidedBackpropMethod:
     """Guided backpropagation (Springenberg et al., 2015): only positive gradients pass ReLUs.
 
     Adebayo et al. (2018) found it nearly invariant to model randomisation: a known failure.
+    TorchScript models are refused: captum hooks ReLU modules, which a scripted model hides, so
+    the result would silently be the plain gradient.
     """
 
     version: ClassVar[str] = "1"
+
+    def check(self, model: nn.Module) -> None:
+        refuse_script(
+            model, "guided_backprop", "its ReLUs cannot be hooked in TorchScript (it would be the plain gradient)"
+        )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -108,9 +125,16 @@ class GuidedBackpropMethod:
 @register("method", "deconvolution")
 @dataclass(frozen=True)
 class DeconvolutionMethod:
-    """Deconvolution (Zeiler & Fergus, 2014): ReLU applied to the backward signal."""
+    """Deconvolution (Zeiler & Fergus, 2014): ReLU applied to the backward signal.
+
+    TorchScript models are refused, as for guided backprop (ReLU modules cannot be hooked)."""
 
     version: ClassVar[str] = "1"
+
+    def check(self, model: nn.Module) -> None:
+        refuse_script(
+            model, "deconvolution", "its ReLUs cannot be hooked in TorchScript (it would be the plain gradient)"
+        )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -120,9 +144,16 @@ class DeconvolutionMethod:
 @register("method", "deeplift")
 @dataclass(frozen=True)
 class DeepLiftMethod:
-    """DeepLIFT, Rescale rule (Shrikumar et al., ICML 2017), from a black (zero) reference."""
+    """DeepLIFT, Rescale rule (Shrikumar et al., ICML 2017), from a black (zero) reference.
+
+    TorchScript models are refused: captum's DeepLift hooks every nonlinearity module."""
 
     version: ClassVar[str] = "1"
+
+    def check(self, model: nn.Module) -> None:
+        refuse_script(
+            model, "deeplift", "its nonlinearities cannot be hooked in TorchScript (DeepLift's rules need hooks)"
+        )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         with torch.enable_grad():

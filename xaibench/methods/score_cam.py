@@ -1,8 +1,10 @@
 """Gradient-free CAMs on a conv layer's activations: Score-CAM and Eigen-CAM.
 
-Both read the activations of the model's last (or a named) Conv2d layer in one forward pass,
-build a map at the layer's resolution, ReLU it, upsample it bilinearly to the input and repeat
-it over channels, like ``grad_cam``. Neither uses gradients.
+Both read the activations of the layer ``grad_cam`` explains (``cam.find_layer``: the last
+module with a spatial output larger than 1x1, the token grid of a vision transformer, or a named
+module) in one forward pass, build a map at the layer's resolution, ReLU it, upsample it
+bilinearly to the input and repeat it over channels, like ``grad_cam``. Neither uses gradients.
+(Version 1 used the last Conv2d, which is 1x1 on a resnet18 at 32 px: Eigen-CAM was all zero.)
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xaibench.methods.cam import conv_layer
+from xaibench.methods.cam import CamLayer, check_cam, find_layer
 from xaibench.metrics.perturbation import PASS_ELEMENTS
 from xaibench.registry import register
 
 
-def layer_activations(model: nn.Module, layer: nn.Module, inputs: Tensor) -> Tensor:
-    """The output of ``layer`` for ``inputs`` (one forward pass, no gradients); the hook is removed."""
+def layer_activations(model: nn.Module, layer: nn.Module | CamLayer, inputs: Tensor) -> Tensor:
+    """The output of ``layer`` for ``inputs`` (one forward pass, no gradients) as (B, K, h, w): a
+    ``CamLayer``'s token sequence is reshaped to its grid. The hook is removed."""
+    found = layer if isinstance(layer, CamLayer) else CamLayer("", layer)
     captured: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
+    handle = found.module.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
     try:
         with torch.no_grad():
             model(inputs)
     finally:
         handle.remove()
-    return captured[0]
+    return found.as_map(captured[0])
 
 
 def to_input(cam: Tensor, inputs: Tensor) -> Tensor:
@@ -44,7 +48,7 @@ class ScoreCam:
     upsampled to the input and min-max normalised to [0, 1], masks the input; the map's weight is
     the softmax probability of the target on that masked input. Output: ReLU of the weighted sum
     of the activation maps, upsampled (higher = more important). ``layer`` names a module
-    (default: the last Conv2d).
+    (default: the layer ``grad_cam`` finds, see the module doc).
 
     Weight choice: the paper's "channel-wise increase of confidence" subtracts the score of a
     baseline input, f(X o M_k) - f(X_b); with one baseline for all channels that only shifts every
@@ -55,14 +59,14 @@ class ScoreCam:
     (K copies per item, e.g. 32 on ``digits_cnn``), in chunks of ``PASS_ELEMENTS`` input elements.
     """
 
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     layer: str = ""
 
     def check(self, model: nn.Module) -> None:
-        conv_layer(model, self.layer, "score_cam")
+        check_cam(model, self.layer, "score_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
-        layer = conv_layer(model, self.layer, "score_cam")
+        layer = find_layer(model, inputs, self.layer, "score_cam")
         activations = layer_activations(model, layer, inputs)  # (B, K, h, w)
         batch, channels = activations.shape[:2]
         masks = F.interpolate(activations, size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
@@ -103,14 +107,14 @@ class EigenCam:
     Cost: one forward pass to the layer and one small SVD per item.
     """
 
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     layer: str = ""
 
     def check(self, model: nn.Module) -> None:
-        conv_layer(model, self.layer, "eigen_cam")
+        check_cam(model, self.layer, "eigen_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
-        layer = conv_layer(model, self.layer, "eigen_cam")
+        layer = find_layer(model, inputs, self.layer, "eigen_cam")
         activations = layer_activations(model, layer, inputs)
         batch, _, height, width = activations.shape
         matrix = activations.flatten(2).transpose(1, 2).double()  # (B, h*w, K)

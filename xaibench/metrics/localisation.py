@@ -1,8 +1,10 @@
 """Localisation against ground-truth object masks (datasets that provide ``masks``).
 
 Both read the pixel importance map (``reduce`` over channels, ``abs_sum`` by default) and
-``batch.masks``, (B, 1, H, W) bool. They measure agreement with where the evidence is, not
-faithfulness to the model: a model may rightly use context outside the mask. Cost: no forward
+``batch.masks``, (B, 1, H, W) bool; ``mass_in_mask`` can read another named mask instead
+(``mask: NAME`` reads ``batch.extras["mask:NAME"]``, e.g. the suppressor square of
+``suppressor``). They measure agreement with where the evidence is, not faithfulness to the
+model: a model may rightly use context outside the mask. Cost: no forward
 pass. An item with an empty mask has no defined value: NaN (the runner marks the row invalid).
 """
 
@@ -20,11 +22,22 @@ from xaibench.metrics.perturbation import Reduce
 from xaibench.registry import register
 
 
-def flat_masks(batch: Batch, attributions: Tensor) -> Tensor:
-    """(B, H*W) bool masks on the attributions' device; refuses a batch without masks."""
-    if batch.masks is None:
-        raise ValueError("this metric needs ground-truth masks (batch.masks), and the dataset gave none")
-    return batch.masks.to(attributions.device).flatten(1).bool()
+def flat_masks(batch: Batch, attributions: Tensor, mask: str = "object") -> Tensor:
+    """(B, H*W) bool masks on the attributions' device: ``batch.masks`` for ``mask="object"``,
+    else ``batch.extras["mask:NAME"]``; refuses a batch without that mask."""
+    if mask == "object":
+        if batch.masks is None:
+            raise ValueError("this metric needs ground-truth masks (batch.masks), and the dataset gave none")
+        found = batch.masks
+    else:
+        found = batch.extras.get(f"mask:{mask}")
+        if found is None:
+            named = sorted(k.removeprefix("mask:") for k in batch.extras if k.startswith("mask:"))
+            raise ValueError(
+                f"mask {mask!r} needs batch.extras['mask:{mask}'], which the dataset does not give "
+                f"(its named masks: {', '.join(named) or 'none'}; 'object' reads batch.masks)"
+            )
+    return found.to(attributions.device).flatten(1).bool()
 
 
 def nan_where(empty: Tensor, values: Tensor) -> Tensor:
@@ -37,13 +50,32 @@ class MassInMask:
     """Relevance mass accuracy (Arras, Osman and Samek, "CLEVR-XAI", Information Fusion 2022):
     the share of the map's positive importance that lies inside the ground-truth mask. Higher
     is better, in [0, 1]; a constant map scores the mask's area fraction. With ``reduce: sum``
-    negative importance is ignored. NaN for an empty mask or a map with no positive importance."""
+    negative importance is ignored. NaN for an empty mask or a map with no positive importance.
+
+    ``mask``: ``object`` (default) scores against ``batch.masks``; any other NAME against the
+    dataset's ``mask:NAME`` extra. Higher is better is meant for the truth mask; for a mask of
+    pixels that carry no class information (``suppressor``) the same share is mass a method puts
+    where it should not, and the ``ground_truth`` board reads it so.
+
+    Requirements depend on ``mask``: the ClassVar ``requires`` is that of the default
+    (``masks``); ``requirements()`` gives an instance's (``masks`` or ``mask:NAME``), which the
+    runner's preflight should prefer when present. Until it does, ``score`` refuses a batch
+    without the mask with a one-line error naming it."""
 
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
     requires: ClassVar[frozenset[str]] = frozenset({"masks"})
     reference: ClassVar[str] = "random"
     reduce: Reduce = "abs_sum"
+    mask: str = "object"
+
+    def __post_init__(self):
+        if not self.mask or not self.mask.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"mask must be 'object' or a mask name (letters, digits, _ and -), got {self.mask!r}")
+
+    def requirements(self) -> frozenset[str]:
+        """What a dataset must provide for this instance: ``masks`` or ``mask:NAME``."""
+        return frozenset({"masks"}) if self.mask == "object" else frozenset({f"mask:{self.mask}"})
 
     def score(
         self,
@@ -54,7 +86,7 @@ class MassInMask:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
-        masks = flat_masks(batch, attributions)
+        masks = flat_masks(batch, attributions, self.mask)
         positive = importance_map(attributions, self.reduce).double().clamp(min=0)
         total = positive.sum(1)
         inside = (positive * masks).sum(1)

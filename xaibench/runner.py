@@ -62,7 +62,7 @@ class Runner:
         progress: Callable[[str, dict], None] | None = None,
         log: Callable[[str], None] = print,
         executor: Executor | None = None,
-        threads: int | None = None,
+        threads: int | None = 1,
     ):
         self.manifest = manifest
         self.options = manifest.options

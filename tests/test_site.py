@@ -38,8 +38,9 @@ options: {{split: test, limit: {limit}, batch_size: 16, seeds: [0]}}
 models: [digits_cnn]
 datasets: [digits]
 methods: [random, saliency, integrated_gradients: {{n_steps: 8}}]
-metrics: [deletion, insertion, road: {{fractions: [0.2, 0.5, 0.8]}}]
+metrics: [{metrics}]
 """
+ALL_METRICS = "deletion, insertion, road: {fractions: [0.2, 0.5, 0.8]}"
 
 
 def _history(runs: list[tuple[str, float, float, float]], higher: bool = True) -> pd.DataFrame:
@@ -86,8 +87,8 @@ def test_map_rendering_is_diverging_and_scaled_to_the_largest_magnitude():
     assert np.array_equal(map_image(attribution * 7), image)  # own scale: magnitude does not matter
 
 
-def _run(tmp_path: Path, cache: Cache, limit: int):
-    manifest = with_options(parse(MANIFEST.format(limit=limit), source="site-test.yaml"), limit=limit)
+def _run(tmp_path: Path, cache: Cache, limit: int, metrics: str = ALL_METRICS):
+    manifest = parse(MANIFEST.format(limit=limit, metrics=metrics), source="site-test.yaml")
     return Runner(manifest, tmp_path / "results", cache=cache, log=lambda message: None).run()
 
 
@@ -115,7 +116,7 @@ def small_site(tmp_path, warm_cache):
 
 
 def test_record_history_matches_the_rebuilt_history_and_is_idempotent(tmp_path, warm_cache):
-    report = _run(tmp_path, warm_cache, 32)
+    report = _run(tmp_path, warm_cache, 16, "deletion")
     path = record_history(report.results_dir, report.run_id)
     again = record_history(report.results_dir, report.run_id)
     recorded, was_recorded = history.load_history(report.results_dir)
@@ -196,7 +197,7 @@ def test_site_command_writes_the_site_and_refuses_a_foreign_folder(tmp_path, war
     from xaibench import cli_site  # noqa: F401  (registers `site` on the app)
     from xaibench.cli import app
 
-    _run(tmp_path, warm_cache, 16)
+    _run(tmp_path, warm_cache, 8, "deletion")
     out = tmp_path / "site"
     result = CliRunner().invoke(app, ["site", str(tmp_path / "results"), "--out", str(out), "--items", "2"])
     assert result.exit_code == 0, result.output
@@ -211,7 +212,6 @@ def test_site_command_writes_the_site_and_refuses_a_foreign_folder(tmp_path, war
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.slow
 def test_quickstart_site_renders_in_chromium(tmp_path, warm_cache):
     from cdp import Browser
 

@@ -76,7 +76,7 @@ def overview(infos: list[ManifestInfo]) -> str:
         last = "never" if info.last_run is None else str(info.last_run)[:19]
         regressed = int((info.changes["change"] == "regression").sum()) if not info.changes.empty else 0
         study_links = " ".join(
-            f'<a href="{esc(info.slug)}/index.html#study-{esc(s)}">{esc(s)}</a>' for s in info.studies
+            f'<a href="{esc(info.slug)}/index.html#study-{esc(s.split()[0])}">{esc(s)}</a>' for s in info.studies
         )
         cells = [
             link,

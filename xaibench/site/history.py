@@ -81,6 +81,7 @@ def record_history(results_dir: Path, run_id: str, rows: pd.DataFrame | None = N
 
     ``rows`` are the rows the run's board shows (the caller may limit them to the manifest's
     jobs and items); by default every row in the folder. A folder without rows records nothing.
+    A warm rerun (nothing recomputed) is recorded too: a flat point on the trend says it ran.
     """
     results_dir = Path(results_dir)
     path = results_dir / HISTORY_NAME
@@ -89,8 +90,9 @@ def record_history(results_dir: Path, run_id: str, rows: pd.DataFrame | None = N
     if rows.empty:
         return path
     board = summary_board.summary(rows)
-    stamp = pd.Timestamp(rows["time"].max()) if "time" in rows and rows["time"].notna().any() else None
-    stamp = stamp or run_time(run_id) or pd.Timestamp.now(tz="UTC")
+    # When the run wrote rows, the newest of them; a warm rerun (no rows of its own) its start.
+    own = rows.loc[rows["run_id"] == run_id, "time"] if {"run_id", "time"} <= set(rows) else pd.Series(dtype=object)
+    stamp = pd.Timestamp(own.max()) if own.notna().any() else run_time(run_id) or pd.Timestamp.now(tz="UTC")
     lines = [line for line in _read_lines(path) if line.get("run_id") != run_id]
     lines += _summary_records(board, run_id, stamp)
     lines.sort(key=lambda line: (str(line.get("time")), str(line.get("run_id"))))

@@ -106,7 +106,7 @@ def study_sections(rows: pd.DataFrame, folder: Path) -> tuple[str, list[str]]:
             picture = module.plot(rows, folder / f"study-{name}.png")
         except Exception as error:  # noqa: BLE001 - one broken board must not hide the others
             parts += [f'<h3 id="study-{esc(name)}">{esc(name)}</h3>', _error_box(f"the {name} board", error)]
-            shown.append(name)
+            shown.append(f"{name} (board failed)")
             continue
         if not frames and picture is None:
             continue

@@ -120,14 +120,18 @@ def run(
     workers: int | None = WORKERS_OPTION,
     scheduler: str | None = SCHEDULER_OPTION,
     threads: int | None = THREADS_OPTION,
+    junit: Path | None = typer.Option(None, "--junit", help="Write a JUnit XML report (a case per gate and job)."),
+    summary: Path | None = typer.Option(None, "--summary", help="Write a Markdown summary (a CI step summary)."),
+    baseline: Path | None = typer.Option(None, "--baseline", help="Results folder for no_regression gates."),
 ):
-    """Run every task of a manifest that is not done yet, then print its leaderboard."""
+    """Run every task of a manifest that is not done yet, then print its leaderboard and evaluate its gates."""
     from xaibench import manifest as manifest_module
 
     loaded = manifest_module.load(manifest)
     if limit is not None:
         loaded = manifest_module.with_options(loaded, limit=limit)
-    raise typer.Exit(_execute(loaded, results, fmt, board, gates, workers, scheduler, threads))
+    reports = {"junit": junit, "summary": summary, "baseline": baseline}
+    raise typer.Exit(_execute(loaded, results, fmt, board, gates, workers, scheduler, threads, reports))
 
 
 @app.command("eval")
@@ -175,7 +179,9 @@ def eval_(
     raise typer.Exit(_execute(loaded, results, fmt, True, False, workers, scheduler, threads))
 
 
-def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool, workers, scheduler, threads) -> int:
+def _execute(
+    loaded, results: Path, fmt: Format, board: bool, gates: bool, workers, scheduler, threads, reports=None
+) -> int:
     import signal
 
     from xaibench import gates as gates_module
@@ -219,13 +225,23 @@ def _execute(loaded, results: Path, fmt: Format, board: bool, gates: bool, worke
     if board and table is not None:
         _print_board(table, rows, fmt)
     code = 0
-    if gates and loaded.gates and table is not None:
-        for result in gates_module.evaluate(loaded.gates, table):
-            status = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
-            err.print(f"gate {status}: {result.gate.describe()}")
-            for failure in result.failures:
-                err.print(f"  - {failure}")
-            code = code or (0 if result.passed else EXIT_GATE)
+    reports = reports or {}
+    if gates and loaded.gates:
+        import pandas as pd
+
+        from xaibench.cli_gate import print_results
+
+        # No rows is no evidence: every gate then fails with "no results", never passes.
+        judged = table if table is not None else pd.DataFrame(columns=["metric", "score", "method"])
+        outcome = gates_module.evaluate(loaded.gates, judged, baseline=reports.get("baseline"))
+        code = print_results(outcome)
+        jobs = gates_module.job_outcomes(loaded, rows, report.failures)
+        if reports.get("junit"):
+            gates_module.write_junit(outcome, jobs, reports["junit"], name=f"xaibench.{loaded.name}")
+            err.print(f"wrote {reports['junit']}")
+        if reports.get("summary"):
+            gates_module.write_summary(outcome, jobs, reports["summary"], title=f"xaibench {loaded.name}")
+            err.print(f"wrote {reports['summary']}")
     if report.failures:
         skipped = f"; {report.skipped} dependent task(s) skipped" if report.skipped else ""
         err.print(

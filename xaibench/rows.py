@@ -2,9 +2,10 @@
 
 A metric's score is a (B,) tensor (one row per item, ``x`` NaN) or a ``Curve`` (one row per
 item and point, with ``x`` and ``x_label``). A non-finite value is kept as it is, with
-``valid`` false and the reason: a NaN or infinite attribution map invalidates every score of
-that item ("attribution map has non-finite values"), and a non-finite score its own row. The
-board counts invalid rows per cell and never ranks, tests or gates them.
+``valid`` false and a reason: a NaN or infinite attribution map invalidates every score of that
+item ("attribution map has non-finite values"); a non-finite score marks its own row, with the
+metric's ``invalid_reason`` class variable when it has one (e.g. a rank correlation with a
+constant map). The board counts invalid rows per cell and never ranks, tests or gates them.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class RowBuffer:
         elapsed_s: float,
     ) -> None:
         now = datetime.now(timezone.utc)
+        # A metric may say why its values are undefined (e.g. a rank correlation with a constant map).
+        score_reason = getattr(self.metric_cls, "invalid_reason", INVALID_SCORE)
         labels, preds, targets = items.labels.tolist(), predictions.tolist(), target.tolist()
         map_ok = map_finite.tolist()
         for entry, value in scores.items():
@@ -126,7 +129,7 @@ class RowBuffer:
                 for x, v in zip(xs, matrix[row], strict=True):
                     reason = None if map_ok[row] else INVALID_MAP
                     if reason is None and not math.isfinite(v):
-                        reason = INVALID_SCORE
+                        reason = score_reason
                     self._append(
                         overrides,
                         item_id=item,

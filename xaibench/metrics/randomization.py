@@ -41,7 +41,7 @@ from xaibench.imaging import importance_map
 from xaibench.metrics.perturbation import Reduce
 from xaibench.registry import register
 from xaibench.seeding import item_seed, per_item
-from xaibench.similarity import Similarity, check_name, similarity
+from xaibench.similarity import CONSTANT_MAP_REASON, Similarity, check_name, similarity
 
 CASCADING_LABEL = "layers randomised"
 INDEPENDENT_LABEL = "layer randomised (from the top)"
@@ -142,6 +142,7 @@ class ModelRandomization:
 
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = False
+    invalid_reason: ClassVar[str] = CONSTANT_MAP_REASON  # why a row is NaN: stored with it
     requires: ClassVar[frozenset[str]] = frozenset()
     reference: ClassVar[str] = "original"
     mode: Literal["cascading", "independent"] = "cascading"
@@ -183,6 +184,7 @@ class DataRandomization:
 
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = False
+    invalid_reason: ClassVar[str] = CONSTANT_MAP_REASON  # why a row is NaN: stored with it
     requires: ClassVar[frozenset[str]] = frozenset()
     reference: ClassVar[str] = "original"
     similarity: Similarity = "spearman_abs"
@@ -229,6 +231,7 @@ class RandomLogit:
 
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = False
+    invalid_reason: ClassVar[str] = CONSTANT_MAP_REASON  # why a row is NaN: stored with it
     requires: ClassVar[frozenset[str]] = frozenset()
     reference: ClassVar[str] = "original"
     similarity: Similarity = "spearman_abs"
@@ -305,6 +308,7 @@ class SMPRT:
 
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = False
+    invalid_reason: ClassVar[str] = CONSTANT_MAP_REASON  # why a row is NaN: stored with it
     requires: ClassVar[frozenset[str]] = frozenset()
     reference: ClassVar[str] = "original"
     samples: int = 10

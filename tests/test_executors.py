@@ -217,3 +217,28 @@ def test_sigkill_at_ten_random_moments_then_resume_gives_exactly_the_uninterrupt
     assert final.returncode == 0, final.stderr
     assert values(folder)[VALUES[:-1]].equals(expected[VALUES[:-1]])
     assert not list(folder.glob(".*.tmp")), "no temporary file survives a completed rerun"
+
+
+def test_two_concurrent_runs_of_one_manifest_do_no_double_work_and_no_duplicate_rows(tmp_path, warm_cache):
+    path = write(tmp_path, KILL_MANIFEST.replace("limit: 96", "limit: 64"))
+    env = {**os.environ, "XAIBENCH_CACHE": str(warm_cache.root)}
+    command = [sys.executable, "-m", "xaibench.cli", "run", str(path), "-r", str(tmp_path / "results"), "--no-board"]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    scored = sum(
+        int(line.split(" scores")[0].split()[-1]) for out in outputs for line in out.splitlines() if " scores" in line
+    )
+    attributed = sum(
+        int(line.split(" attributions")[0].split()[-1])
+        for out in outputs
+        for line in out.splitlines()
+        if " attributions" in line
+    )
+    assert scored == 64 * 4 * 2, "every (item, method, metric) scored once across both runs"
+    assert attributed == 64 * 4, "every map computed once across both runs"
+    frame = results.read(tmp_path / "results" / "kill-test")
+    assert len(frame) == 64 * 4 * 2 and not frame.duplicated(results.ROW_KEY).any()

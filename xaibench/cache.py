@@ -258,7 +258,7 @@ class Cache:
                 f"{self.root} has no {TAG_NAME}, so it was not made by xaibench; nothing deleted (check XAIBENCH_CACHE)"
             )
         freed = 0
-        for k in [kind] if kind else KINDS:
+        for k in [kind] if kind else [*KINDS, "locks"]:
             folder = self.root / k
             if folder.exists():
                 freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

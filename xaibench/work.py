@@ -10,10 +10,13 @@ outputs have deterministic names: a rerun replaces files, never adds copies).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +74,16 @@ def execute(task: Task, ctx: RunContext, *dependencies: dict, log: Callable[[str
     started = time.perf_counter()
     try:
         state = session(ctx, log)
-        if isinstance(task, FitTask):
+        if isinstance(task, FitTask):  # the fitted-model store locks per fit key itself
             before = state.fitted.trained
             state.fitted.get(task.spec)
             summary["models_trained"] = state.fitted.trained - before
         elif isinstance(task, AttributeTask):
-            _attribute(state, task, summary)
+            with claim(state.cache.root / "locks", task.key):
+                _attribute(state, task, summary)
         else:
-            _score(state, task, summary)
+            with claim(Path(ctx.results_dir) / ".locks", task.key):
+                _score(state, task, summary)
     except KeyboardInterrupt:
         raise
     except Exception as error:  # a failing plugin fails its own task (and what depends on it) only
@@ -86,6 +91,24 @@ def execute(task: Task, ctx: RunContext, *dependencies: dict, log: Callable[[str
         summary["traceback"] = traceback.format_exc()
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+@contextlib.contextmanager
+def claim(folder: Path, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on one task key across processes (concurrent runs, Dask workers).
+
+    A second run reaching the same task waits, then finds its outputs stored and does nothing:
+    no double work, no duplicate rows. The kernel drops the lock when its holder dies (even by
+    SIGKILL), so a killed run never leaves a stale claim behind.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _on_device(batch: Batch, device: torch.device) -> Batch:

@@ -24,7 +24,8 @@ def suppressor_batch() -> Batch:
 def score(batch: Batch, maps: torch.Tensor, **params) -> torch.Tensor:
     metric = registry.build("metric", "mass_in_mask", params)
     seeds = item_seeds(0, batch.ids, "metric:mass_in_mask")
-    return metric.score(None, batch, batch.labels, maps, None, seeds)["mass"]
+    [values] = metric.score(None, batch, batch.labels, maps, None, seeds).values()
+    return values
 
 
 def test_mass_in_mask_reads_the_named_mask(suppressor_batch):
@@ -38,6 +39,21 @@ def test_mass_in_mask_reads_the_named_mask(suppressor_batch):
     maps = torch.rand(batch.inputs.shape, generator=torch.Generator().manual_seed(0))
     expected = (maps * suppressor).flatten(1).sum(1) / maps.flatten(1).sum(1)
     torch.testing.assert_close(score(batch, maps, mask="suppressor"), expected)
+
+
+def test_the_role_names_the_score_and_its_direction(suppressor_batch):
+    metric = registry.build("metric", "mass_in_mask", {"mask": "suppressor"})
+    maps = suppressor_batch.inputs
+    seeds = item_seeds(0, suppressor_batch.ids, "metric:mass_in_mask")
+    assert set(metric.score(None, suppressor_batch, suppressor_batch.labels, maps, None, seeds)) == {"distractor_mass"}
+    assert type(metric).higher_is_better == {"mass": True, "distractor_mass": False}
+    for params, name in (
+        ({}, "mass"),
+        ({"mask": "suppressor", "role": "truth"}, "mass"),
+        ({"role": "distractor"}, "distractor_mass"),
+    ):
+        built = registry.build("metric", "mass_in_mask", params)
+        assert set(built.score(None, suppressor_batch, suppressor_batch.labels, maps, None, seeds)) == {name}
 
 
 def test_mass_in_mask_requirements_follow_the_mask(suppressor_batch):
@@ -56,9 +72,10 @@ def rows_for(values: dict[tuple[str, str], np.ndarray], hits: dict[str, np.ndarr
     """Result rows of mass_in_mask (one per mask) and pointing_game for known per-item values."""
     out = []
     for (method, mask), series in values.items():
-        params = json.dumps({"mask": mask, "reduce": "abs_sum"}, sort_keys=True)
+        params = json.dumps({"mask": mask, "reduce": "abs_sum", "role": "auto"}, sort_keys=True)
+        name = "mass" if mask == "object" else "distractor_mass"
         for i, value in enumerate(series):
-            out.append(("mass_in_mask", params, "mass", method, f"item-{i}", float(value)))
+            out.append(("mass_in_mask", params, name, method, f"item-{i}", float(value)))
     for method, series in (hits or {}).items():
         for i, value in enumerate(series):
             out.append(("pointing_game", '{"reduce": "abs_sum", "tolerance": 0}', "hit", method, f"item-{i}", value))

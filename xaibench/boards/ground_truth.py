@@ -3,9 +3,10 @@
 For datasets with a truth mask and named masks of pixels that carry no class information (the
 ``suppressor`` dataset of Wilming et al., ICML 2023: ``masks`` is the signal square,
 ``mask:suppressor`` a square of noise correlated with it), ``mass_in_mask`` run with
-``mask: object`` gives the share of each map on the truth region (higher is better) and with
-``mask: suppressor`` its share on the suppressor region (a faithful-to-the-data explanation
-puts none there; a faithful-to-the-model one may, since the model uses it to cancel noise).
+``mask: object`` gives the share of each map on the truth region (score ``mass``, higher is
+better) and with ``mask: suppressor`` its share on the suppressor region (score
+``distractor_mass``, lower is better: an explanation of where the class information is puts
+none there; one faithful to the model may, since the model uses the region to cancel noise).
 
 Per (model, dataset, setting, method): the mean share on each mask over items with a 95%
 bootstrap CI (seeds averaged per item first), n, and for the suppressor the paired difference
@@ -32,8 +33,8 @@ KEYS = ["model", "dataset", "setting", "method"]
 COLUMNS = [*KEYS, "mask", "mean", "ci_low", "ci_high", "n", "delta", "delta_low", "delta_high"]
 
 
-def _scalar_valid(rows: pd.DataFrame, metric: str, score: str) -> pd.DataFrame:
-    part = rows[(rows["metric"] == metric) & (rows["score"] == score)]
+def _scalar_valid(rows: pd.DataFrame, metric: str, scores: set[str]) -> pd.DataFrame:
+    part = rows[(rows["metric"] == metric) & rows["score"].isin(scores)]
     if "x" in part:
         part = part[part["x"].isna()]
     if "valid" in part:
@@ -42,9 +43,10 @@ def _scalar_valid(rows: pd.DataFrame, metric: str, score: str) -> pd.DataFrame:
 
 
 def _split_params(params: str) -> tuple[str, str]:
-    """(mask name, the other parameters as sorted JSON)."""
+    """(mask name, the other parameters as sorted JSON; the role follows from the score name)."""
     values = json.loads(params) if isinstance(params, str) and params else {}
     mask = values.pop("mask", "object")
+    values.pop("role", None)
     return mask, json.dumps(values, sort_keys=True)
 
 
@@ -63,7 +65,7 @@ def _per_item(part: pd.DataFrame) -> pd.DataFrame:
 def masses(rows: pd.DataFrame) -> pd.DataFrame:
     """Long table: per (model, dataset, setting, method, mask) the mean mass with CI and the
     paired difference to ``random`` (NaN when random has no paired item)."""
-    part = _scalar_valid(rows, "mass_in_mask", "mass")
+    part = _scalar_valid(rows, "mass_in_mask", {"mass", "distractor_mass"})
     if part.empty:
         return pd.DataFrame(columns=COLUMNS)
     items = _per_item(part)
@@ -100,7 +102,7 @@ def masses(rows: pd.DataFrame) -> pd.DataFrame:
 
 def hit_rates(rows: pd.DataFrame) -> pd.DataFrame:
     """Pointing-game hit rate per (model, dataset, method), over valid items (seeds averaged)."""
-    part = _scalar_valid(rows, "pointing_game", "hit")
+    part = _scalar_valid(rows, "pointing_game", {"hit"})
     if part.empty:
         return pd.DataFrame(columns=["model", "dataset", "method", "hit"])
     part = current_versions(part).copy()
@@ -158,7 +160,10 @@ def tables(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     frame = board(rows)
     if frame.empty:
         return []
-    title = "Ground truth: share of each map on the truth region (higher is better) and on other masks (suppressor)"
+    title = (
+        "Ground truth: share of each map on the truth region (higher is better) and on "
+        "distractor masks such as the suppressor (lower is better; random = chance)"
+    )
     return [(title, frame)]
 
 

@@ -11,7 +11,7 @@ pass. An item with an empty mask has no defined value: NaN (the runner marks the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,14 +48,18 @@ def nan_where(empty: Tensor, values: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class MassInMask:
     """Relevance mass accuracy (Arras, Osman and Samek, "CLEVR-XAI", Information Fusion 2022):
-    the share of the map's positive importance that lies inside the ground-truth mask. Higher
-    is better, in [0, 1]; a constant map scores the mask's area fraction. With ``reduce: sum``
-    negative importance is ignored. NaN for an empty mask or a map with no positive importance.
+    the share of the map's positive importance that lies inside the ground-truth mask, in
+    [0, 1] (higher is better for a truth mask; see ``role``); a constant map scores the mask's
+    area fraction. With ``reduce: sum`` negative importance is ignored. NaN for an empty mask or
+    a map with no positive importance.
 
     ``mask``: ``object`` (default) scores against ``batch.masks``; any other NAME against the
-    dataset's ``mask:NAME`` extra. Higher is better is meant for the truth mask; for a mask of
-    pixels that carry no class information (``suppressor``) the same share is mass a method puts
-    where it should not, and the ``ground_truth`` board reads it so.
+    dataset's ``mask:NAME`` extra. ``role`` says what the mask is, and so the score's name and
+    direction: ``truth`` (where the evidence is) stores ``mass``, higher is better;
+    ``distractor`` (pixels with no class information, such as the suppressor square of
+    ``suppressor``) stores ``distractor_mass``, lower is better (against ``random``, which
+    spreads mass by area: below it, the map avoids the region more than chance). ``auto``
+    (default): truth for ``object``, distractor for a named mask.
 
     Requirements depend on ``mask``: the ClassVar ``requires`` is that of the default
     (``masks``); ``requirements()`` gives an instance's (``masks`` or ``mask:NAME``), which the
@@ -63,15 +67,23 @@ class MassInMask:
     without the mask with a one-line error naming it."""
 
     version: ClassVar[str] = "1"
-    higher_is_better: ClassVar[bool] = True
+    higher_is_better: ClassVar[dict[str, bool]] = {"mass": True, "distractor_mass": False}
     requires: ClassVar[frozenset[str]] = frozenset({"masks"})
     reference: ClassVar[str] = "random"
     reduce: Reduce = "abs_sum"
     mask: str = "object"
+    role: Literal["auto", "truth", "distractor"] = "auto"
 
     def __post_init__(self):
         if not self.mask or not self.mask.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"mask must be 'object' or a mask name (letters, digits, _ and -), got {self.mask!r}")
+        if self.role not in ("auto", "truth", "distractor"):
+            raise ValueError(f"role must be auto, truth or distractor, got {self.role!r}")
+
+    @property
+    def score_name(self) -> str:
+        truth = self.role == "truth" or (self.role == "auto" and self.mask == "object")
+        return "mass" if truth else "distractor_mass"
 
     def requirements(self) -> frozenset[str]:
         """What a dataset must provide for this instance: ``masks`` or ``mask:NAME``."""
@@ -91,7 +103,7 @@ class MassInMask:
         total = positive.sum(1)
         inside = (positive * masks).sum(1)
         share = inside / torch.where(total > 0, total, torch.ones_like(total))
-        return {"mass": nan_where(~masks.any(1) | (total <= 0), share).float()}
+        return {self.score_name: nan_where(~masks.any(1) | (total <= 0), share).float()}
 
 
 @register("metric", "pointing_game")

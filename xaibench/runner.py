@@ -188,7 +188,10 @@ def preflight(manifest: Manifest) -> None:
             raise UserError(f"{dataset_spec.where}: {error}") from None
         provides = getattr(type(dataset), "provides", frozenset())
         for metric in manifest.metrics:
-            missing = sorted(set(getattr(type(metric.instance()), "requires", frozenset())) - set(provides))
+            instance = metric.instance()
+            # A metric whose needs depend on its parameters (mass_in_mask's `mask`) says so itself.
+            needs = instance.requirements() if hasattr(instance, "requirements") else type(instance).requires
+            missing = sorted(set(needs) - set(provides))
             if missing:
                 raise UserError(
                     f"{metric.where}: metric {metric.name!r} requires {', '.join(missing)}, which dataset "

@@ -106,9 +106,9 @@ def number(value, digits: int = 3) -> str:
 
 
 def verdict_class(text: str) -> str:
-    if text.startswith("beats"):
+    if text.startswith("beats") or text == "pass":
         return "beats"
-    if text.startswith("worse"):
+    if text.startswith("worse") or text.lower() == "fail":
         return "worse"
     return "reference" if text == "reference" else ""
 

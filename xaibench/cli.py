@@ -66,6 +66,7 @@ class Format(str, Enum):
     table = "table"
     md = "md"
     csv = "csv"
+    html = "html"
 
 
 def user_errors(command):
@@ -222,8 +223,12 @@ def _execute(
     # beyond a limit that was since lowered.
     rows = rows[rows["job_key"].isin(runner.job_keys()) & rows["item_id"].isin(runner.item_ids)]
     table = summary.summary(rows) if not rows.empty else None
+    if not rows.empty:  # one line per run in results/<manifest>/history.jsonl (trends, regressions)
+        from xaibench.site import record_history
+
+        record_history(report.results_dir, report.run_id, rows)
     if board and table is not None:
-        _print_board(table, rows, fmt)
+        _print_board(table, rows, Format.md if fmt is Format.html else fmt)
     code = 0
     reports = reports or {}
     if gates and loaded.gates:
@@ -353,13 +358,23 @@ def ls(
 def board(
     results_dir: Path = typer.Argument(..., help="A manifest's results folder, or the whole results tree."),
     fmt: Format = FORMAT_OPTION,
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    output: Path | None = typer.Option(
+        None, "--output", "--out", "-o", help="Write to this file (a folder for --format html) instead of stdout."
+    ),
     plot: Path | None = typer.Option(None, "--plot", help="Also draw each method's mean and CI to this PNG."),
 ):
     """Render the leaderboard of stored results (no model work)."""
     from xaibench import results as results_module
     from xaibench.boards import summary
 
+    if fmt is Format.html:  # a static site: overview, per-manifest pages, grids, history
+        if output is None:
+            raise UserError("--format html writes a folder: give it with --out DIR")
+        from xaibench.site import write_site
+
+        index = write_site(results_dir, output, None)
+        err.print(f"wrote {index}")
+        return
     rows = results_module.read(results_dir)
     if rows.empty:
         raise UserError(f"{results_dir}: no result rows found; run `xaibench run MANIFEST` first")
@@ -391,6 +406,7 @@ def main() -> None:
 
 # Command groups live in their own modules (one job each); importing them adds them to `app`.
 from xaibench import cli_gate  # noqa: E402, F401, I001
+from xaibench import cli_site  # noqa: E402, F401
 from xaibench import cli_maintenance  # noqa: E402, F401
 
 if __name__ == "__main__":

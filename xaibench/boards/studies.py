@@ -11,7 +11,7 @@ import pandas as pd
 STUDIES = ("faithfulness", "roar", "sanity", "bam", "ground_truth")
 
 
-def _modules():
+def modules():
     for name in STUDIES:
         try:
             yield name, importlib.import_module(f"xaibench.boards.{name}")
@@ -23,7 +23,7 @@ def _modules():
 def tables(rows: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(study, title, table) for every study with rows in ``rows``."""
     out = []
-    for name, module in _modules():
+    for name, module in modules():
         for title, frame in module.tables(rows):
             out.append((name, title, frame))
     return out
@@ -32,7 +32,7 @@ def tables(rows: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 def plots(rows: pd.DataFrame, stem: Path) -> list[Path]:
     """Each study's PNG, written as ``<stem>-<study>.png``."""
     written = []
-    for name, module in _modules():
+    for name, module in modules():
         path = module.plot(rows, stem.with_name(f"{stem.stem}-{name}.png"))
         if path is not None:
             written.append(path)

@@ -100,7 +100,7 @@ def _error_box(what: str, error: BaseException) -> str:
 def study_sections(rows: pd.DataFrame, folder: Path) -> tuple[str, list[str]]:
     """Each study board with rows: its tables and its picture. Returns (html, study names shown)."""
     parts, shown = [], []
-    for name, module in studies._modules():
+    for name, module in studies.modules():
         try:
             frames = module.tables(rows)
             picture = module.plot(rows, folder / f"study-{name}.png")

@@ -65,6 +65,12 @@ class FitSpec:
         model = self.instance()
         model_key = keys.model_key(model)
         if not hasattr(model, "fit"):
+            if self.transform is not None or self.seed is not None:
+                # Never hand back the pretrained weights as if they were a retrain.
+                raise UserError(
+                    f"model {self.model.name!r} cannot be trained (it has no fit), so it cannot be "
+                    f"retrained for {self.role}; use a trainable model such as digits_cnn or small_cnn"
+                )
             return model_key
         train = keys.data_key(model.train_data(), "train")
         transform = None

@@ -198,7 +198,13 @@ def preflight(manifest: Manifest) -> None:
                     f"{dataset_spec.name!r} does not provide (it provides: "
                     f"{', '.join(sorted(provides)) or 'nothing extra'})"
                 )
+    retraining = [m.name for m in manifest.metrics if hasattr(m.instance(), "needs")]
     for model_spec in manifest.models:
+        if retraining and not hasattr(model_spec.instance(), "fit"):
+            raise UserError(
+                f"{model_spec.where}: metric {retraining[0]!r} retrains the model, and model "
+                f"{model_spec.name!r} cannot be trained (it has no fit); use a trainable model"
+            )
         module = model_spec.instance().build()
         for method_spec in manifest.methods:
             method = method_spec.instance()

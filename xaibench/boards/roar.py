@@ -148,7 +148,7 @@ def _cell_tables(cell: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if reference.size:
             low, high = hierarchical_ci(reference[:, 0, :])
             summary[method].update(reference_acc=np.nanmean(reference), reference_low=low, reference_high=high)
-        flagged: list[str] = []
+        flagged: list[tuple[str, bool]] = []
         for mode in MODES:
             cube, xs = _cube(cell, mode, method, items)
             leak, leak_xs = _cube(cell, f"leakage_{mode}", method, items)
@@ -163,8 +163,7 @@ def _cell_tables(cell: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 leaks = bool(np.isfinite(low) and low > chance + LEAK_MARGIN)
                 row[f"leak_{mode}"] = float(np.mean(accuracy))
                 row[f"leak_{mode}_flag"] = FLAG if leaks else ""
-                if leaks:
-                    flagged.append(f"{mode}@{x:g}")
+                flagged.append((mode, leaks))
             if cube.size:
                 area = _area(cube, xs)
                 areas[method, mode] = area
@@ -180,7 +179,12 @@ def _cell_tables(cell: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             if f"leak_{mode}" in r
         ]
         summary[method]["leak_max"] = max(leak_values) if leak_values else math.nan
-        summary[method]["leak_flagged"] = ", ".join(flagged)
+        # e.g. "roar 5/5 · kar 4/5": fractions whose leakage CI lies above chance + margin
+        summary[method]["leak_flagged"] = " · ".join(
+            f"{mode} {sum(hit for m, hit in flagged if m == mode)}/{sum(m == mode for m, _ in flagged)}"
+            for mode in MODES
+            if any(hit for m, hit in flagged if m == mode)
+        )
     for mode in MODES:
         _compare(summary, areas, methods, mode)
     curves = pd.DataFrame(list(curve_rows.values()))

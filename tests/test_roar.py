@@ -233,3 +233,18 @@ def test_a_two_worker_dask_cluster_gives_the_in_process_rows(tmp_path, sweep):
     assert dask_report.failures == {}
     assert dask_report.counts.models_trained == FITS
     assert rows_of(dask_report.results_dir).equals(rows_of(report.results_dir))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="results.ROW_KEY lacks `repeat`: reading or compacting keeps one repeat of a ROAR curve"
+)
+def test_rows_of_two_repeats_survive_reading_and_compaction(tmp_path):
+    """The repeats of one ROAR score at one fraction differ only in ``repeat`` (and fit_key)."""
+    columns = {column: [None, None] for column in results.COLUMNS}
+    shared = {"job_key": "job", "item_id": "digits-0001", "score": "roar", "x": 0.5, "valid": True}
+    shared["time"] = pd.Timestamp.now(tz="UTC")
+    for column, value in shared.items():
+        columns[column] = [value, value]
+    columns.update(repeat=[0, 1], value=[0.0, 1.0], fit_key=["fit-0", "fit-1"])
+    results.write_part(tmp_path, "job", ["digits-0001"], columns)
+    assert len(results.read(tmp_path)) == 2

@@ -235,9 +235,6 @@ def test_a_two_worker_dask_cluster_gives_the_in_process_rows(tmp_path, sweep):
     assert rows_of(dask_report.results_dir).equals(rows_of(report.results_dir))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="results.ROW_KEY lacks `repeat`: reading or compacting keeps one repeat of a ROAR curve"
-)
 def test_rows_of_two_repeats_survive_reading_and_compaction(tmp_path):
     """The repeats of one ROAR score at one fraction differ only in ``repeat`` (and fit_key)."""
     columns = {column: [None, None] for column in results.COLUMNS}

@@ -5,7 +5,7 @@ item ids it covers: ``<results>/<manifest>/<score key[:24]>-<ids digest>.parquet
 atomically (temp file + rename). Every score of an item is in the same file, so an item has all
 its scores or none. The name is a function of the work, not of a process: a task re-run by
 Dask after a worker died, or by a concurrent run, rewrites the same file instead of adding a
-copy. Readers deduplicate on (job key, item, score, x), keeping the newest row.
+copy. Readers deduplicate on (job key, item, score, x, repeat), keeping the newest row.
 
 ``compact`` merges a folder's parts into one deduplicated file (atomically: the merged file is
 written before the parts it replaces are removed). Schema v1 files (before ``x``, validity and
@@ -33,7 +33,9 @@ from xaibench.errors import UserError
 
 SCHEMA_VERSION = "2"
 READABLE_VERSIONS = ("1", "2")
-ROW_KEY = ["job_key", "item_id", "score", "x"]
+# A row is one (score task, item, score, point, repeat): ROAR's repeats of one curve differ only
+# in `repeat` (each from its own retrain), so it is part of the key.
+ROW_KEY = ["job_key", "item_id", "score", "x", "repeat"]
 COMPACTED_PREFIX = "compacted-"
 
 SCHEMA = pa.schema(

@@ -183,12 +183,12 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
     ),
     "occlusion_negative_window": (
         edit("methods: [random, saliency]", "methods:\n  - random\n  - occlusion: {window: -3}"),
-        ["occlusion", "window and stride must be >= 0"],
+        ["occlusion", "window must be between 0 (automatic) and 4096 pixels, got -3"],
         7,
     ),
     "blur_sigma_nan": (
         edit("metrics: [deletion]", "metrics:\n  - insertion: {blur_sigma: .nan}"),
-        ["insertion", "blur_sigma must be a finite number"],
+        ["insertion", "blur_sigma must be between 0 (automatic) and 1000 pixels, got nan"],
         7,
     ),
     "grad_cam_without_conv": (
@@ -255,7 +255,7 @@ def test_check_stops_at_the_first_bad_manifest_of_several(workdir: Path):
 def test_run_limit_option_must_be_positive(workdir: Path):
     (workdir / "good.yaml").write_text(GOOD)
     message = one_error_line(invoke("run", "good.yaml", "--limit", "0", "--results", str(workdir / "results")))
-    assert "--limit must be a positive integer" in message
+    assert "--limit must be between 1 and 10,000,000, got 0" in message
 
 
 def test_a_rejected_run_leaves_written_results_untouched(workdir: Path):
@@ -289,3 +289,105 @@ def test_a_rejected_run_leaves_written_results_untouched(workdir: Path):
         after = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         assert after == before, "a rejected run changed the results folder"
     assert results.read(folder).equals(rows_before)
+
+
+BAD_METHODS_PLUGIN = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from xaibench.registry import register
+
+
+@register("method", "test_half_size")
+@dataclass(frozen=True)
+class HalfSize:
+    """Returns maps of half the input's side: a wrong shape."""
+
+    version: ClassVar[str] = "1"
+
+    def attribute(self, model, inputs, target, seeds):
+        return inputs[..., ::2, ::2].clone()
+
+
+@register("method", "test_integer_map")
+@dataclass(frozen=True)
+class IntegerMap:
+    """Returns an integer tensor of the right shape: a wrong dtype."""
+
+    version: ClassVar[str] = "1"
+
+    def attribute(self, model, inputs, target, seeds):
+        return torch.ones_like(inputs, dtype=torch.int64)
+
+
+@register("method", "test_numpy_map")
+@dataclass(frozen=True)
+class NumpyMap:
+    """Returns a numpy array instead of a tensor."""
+
+    version: ClassVar[str] = "1"
+
+    def attribute(self, model, inputs, target, seeds):
+        return inputs.numpy()
+'''
+
+PLUGIN_WITHOUT_VERSION = LINEAR_MODEL_PLUGIN.replace('    version: ClassVar[str] = "1"\n', "").replace(
+    "test_linear", "test_unversioned"
+)
+
+# plugin file -> (its text, fragments of the one-line error at check and run time)
+BROKEN_PLUGINS = {
+    "exits_zero.py": ("import sys\nsys.exit(0)\n", ["plugins[0]", "exits_zero.py", "called sys.exit(0)"]),
+    "exits_message.py": ("raise SystemExit('bye\\nnow')\n", ["exits_message.py", "sys.exit('bye\\nnow')"]),
+    "raises_multiline.py": ("raise RuntimeError('one\\ntwo')\n", ["raises_multiline.py", "RuntimeError: one two"]),
+    "unversioned.py": (PLUGIN_WITHOUT_VERSION, ["unversioned.py", "model 'test_unversioned'", "has no `version`"]),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("plugin", list(BROKEN_PLUGINS))
+def test_a_plugin_that_exits_raises_or_lacks_version_is_one_line(workdir: Path, command: str, plugin: str):
+    text, fragments = BROKEN_PLUGINS[plugin]
+    (workdir / plugin).write_text(text)
+    (workdir / "bad.yaml").write_text(edit("name: bad\n", f"name: bad\nplugins: [{plugin}]\n"))
+    message = one_error_line(invoke(*run_args(command, "bad.yaml", workdir / "results")))
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert message.startswith("error: bad.yaml:2: plugins[0]:"), message
+    assert not (workdir / "results").exists()
+
+
+def test_a_method_with_a_wrong_shape_or_dtype_fails_its_jobs_with_exit_3(workdir: Path):
+    """Seen only when the method runs: its jobs fail (exit 3) with a line naming the method and
+    what it returned; the other methods' rows are written."""
+    (workdir / "bad_methods.py").write_text(BAD_METHODS_PLUGIN)
+    manifest = textwrap.dedent(
+        """\
+        name: shapes
+        plugins: [linear_model.py, bad_methods.py]
+        options: {limit: 8, batch_size: 8}
+        models: [test_linear]
+        datasets: [digits]
+        methods: [random, test_half_size, test_integer_map, test_numpy_map]
+        metrics: [deletion: {steps: 2}]
+        """
+    )
+    (workdir / "shapes.yaml").write_text(manifest)
+    assert invoke("check", "shapes.yaml").exit_code == 0, "a method's output is not visible to check"
+    result = invoke("run", "shapes.yaml", "--results", str(workdir / "results"), "--no-board")
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    expected = {
+        "test_half_size": "returned (8, 1, 4, 4) torch.float32; expected a float tensor of the input's shape",
+        "test_integer_map": "returned (8, 1, 8, 8) torch.int64; expected a float tensor",
+        "test_numpy_map": "returned ndarray; expected a float tensor",
+    }
+    failure_lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert len(failure_lines) == 3, result.stderr
+    for method, fragment in expected.items():
+        [line] = [line for line in failure_lines if method in line]
+        assert fragment in line, (fragment, line)
+    rows = results.read(workdir / "results" / "shapes")
+    assert set(rows["method"]) == {"random"} and len(rows) == 8, "the good method's rows are kept"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from xaibench import registry
 from xaibench.errors import UserError
 from xaibench.manifest import Manifest, from_dict
-from xaibench.manifest_yaml import Locator
+from xaibench.manifest_yaml import Locator, load_yaml
+
+
+def _short(text: str, width: int = 60) -> str:
+    """``repr`` of a command-line value, cut so an error stays one readable line."""
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def adhoc(
@@ -35,19 +38,21 @@ def adhoc(
         prefix, dot, param = key.partition(".")
         if not sep or not dot or not param:
             raise UserError(
-                f"--param {item!r}: expected KIND.PARAM=VALUE or PLUGIN.PARAM=VALUE, e.g. method.n_steps=16"
+                f"--param {_short(item)}: expected KIND.PARAM=VALUE or PLUGIN.PARAM=VALUE, e.g. method.n_steps=16"
             )
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"--param {item!r}: cannot read value {raw!r}") from None
+            # The manifest's bounded reader: a value is YAML, so it can nest or alias without end too.
+            value = load_yaml(raw, "value")
+        except UserError as error:
+            reason = str(error).removeprefix("value").lstrip(":0123456789 ")
+            raise UserError(f"--param {_short(item)}: cannot read value {_short(raw)} ({reason})") from None
         if prefix in chosen:
             fields = {n: [f.name for f in registry.parameters(registry.get(prefix, n))] for n in chosen[prefix]}
             targets = [n for n, names in fields.items() if param in names]
             if not targets:
                 every = sorted({f for names in fields.values() for f in names})
                 raise UserError(
-                    f"--param {item!r}: no {prefix} of this evaluation ({', '.join(chosen[prefix])}) has a "
+                    f"--param {_short(item)}: no {prefix} of this evaluation ({', '.join(chosen[prefix])}) has a "
                     f"parameter {param!r}{registry.suggest(param, every)}"
                 )
             for name in targets:
@@ -57,8 +62,8 @@ def adhoc(
             if not kinds:
                 every = [n for names in chosen.values() for n in names]
                 raise UserError(
-                    f"--param {item!r}: {prefix!r} is neither a kind (model, dataset, method, metric) nor a plugin "
-                    f"of this evaluation{registry.suggest(prefix, [*chosen, *every])}"
+                    f"--param {_short(item)}: {prefix!r} is neither a kind (model, dataset, method, metric) "
+                    f"nor a plugin of this evaluation{registry.suggest(prefix, [*chosen, *every])}"
                 )
             for kind in kinds:
                 entries[kind][prefix][param] = value

@@ -134,8 +134,10 @@ class Manifest:
 
 def with_options(manifest: Manifest, **changes) -> Manifest:
     """The same manifest with some options replaced (e.g. ``--limit`` on the command line)."""
-    if "limit" in changes and changes["limit"] is not None and changes["limit"] < 1:
-        raise UserError(f"--limit must be a positive integer, got {changes['limit']}")
+    for key, (low, high) in OPTION_RANGES.items():
+        value = changes.get(key)
+        if value is not None and not low <= value <= high:
+            raise UserError(f"--{key.replace('_', '-')} must be between {low:,} and {high:,}, got {value}")
     return dataclasses.replace(manifest, options=dataclasses.replace(manifest.options, **changes))
 
 
@@ -287,19 +289,17 @@ def check_compatibility(manifest: Manifest) -> None:
         model = model_spec.instance()
         for data_spec in manifest.datasets:
             data = data_spec.instance()
-            expected = tuple(getattr(model, "input_shape", data.shape))
+            expected, classes, trained_on = _model_facts(model, model_spec, data)
             if expected != tuple(data.shape):
                 raise UserError(
                     f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} "
                     f"but model {model_spec.name!r} expects {expected}; set matching size/channels parameters"
                 )
-            classes = getattr(model, "num_classes", None)
             if classes is not None and classes != data.num_classes:
                 raise UserError(
                     f"{data_spec.where}: dataset {data_spec.name!r} has {data.num_classes} classes but model "
                     f"{model_spec.name!r} predicts {classes}; use a model trained on this label set"
                 )
-            trained_on = model.train_data() if hasattr(model, "train_data") else None
             if type(trained_on) is type(data):
                 # Same dataset plugin: any parameter that shapes items or splits must agree, or
                 # "test" items may have been training items, or look unlike them.
@@ -311,3 +311,15 @@ def check_compatibility(manifest: Manifest) -> None:
                         f"{data_spec.where}: {data_spec.name!r} differs from the data {model_spec.name!r} "
                         f"was trained on: {settings}; use the same settings for both"
                     )
+
+
+def _model_facts(model: Any, spec: PluginSpec, data: Any) -> tuple[tuple, int | None, Any]:
+    """(input shape, classes, training data) a model declares. A model that builds its training
+    data lazily only meets a range check of that data here: it is the model's setting, named so."""
+    try:
+        expected = tuple(getattr(model, "input_shape", data.shape))
+        classes = getattr(model, "num_classes", None)
+        trained_on = model.train_data() if hasattr(model, "train_data") else None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise UserError(f"{spec.where}: {error}") from None
+    return expected, classes, trained_on

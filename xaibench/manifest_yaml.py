@@ -9,6 +9,9 @@ from xaibench.errors import UserError
 
 MAX_BYTES = 1 << 20  # a manifest is a page of YAML; a megabyte is already absurd
 MAX_ALIASES = 100  # a "billion laughs" document expands aliases exponentially: refuse early
+MAX_VALUES = 10_000  # values once every alias is expanded (a shipped manifest has a few hundred)
+MAX_DEPTH = 32  # nesting levels; a manifest needs five
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -17,7 +20,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base` then a key of its own overrides, as YAML intends
+                continue
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
@@ -32,14 +43,18 @@ class Locator:
     def __init__(self, source: str, text: str):
         self.source = source
         self.lines: dict[tuple, int] = {}
+        self._seen: set[int] = set()
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             node = None
         if node is not None:
             self._walk(node, ())
 
     def _walk(self, node, path: tuple) -> None:
+        if id(node) in self._seen:  # an alias: its lines are those of its anchor, already mapped
+            return
+        self._seen.add(id(node))
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
@@ -62,7 +77,8 @@ class Locator:
 
 
 class _BoundedLoader(UniqueKeyLoader):
-    """Counts alias uses while composing, so an alias bomb fails in microseconds, not gigabytes."""
+    """Counts alias uses while composing, and measures the document as its aliases would expand
+    before building any value, so an alias bomb fails in milliseconds, not gigabytes."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.events.AliasEvent):
@@ -73,6 +89,47 @@ class _BoundedLoader(UniqueKeyLoader):
                     None, None, f"more than {MAX_ALIASES} aliases (*name); write the values out", mark
                 )
         return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root) -> None:
+    """Refuse a document whose aliases expand past ``MAX_VALUES`` values, that nests deeper than
+    ``MAX_DEPTH`` (aliases included), or whose alias contains itself: any later walk of the data
+    would take exponential time, or recurse without end."""
+    measured: dict[int, tuple[int, int]] = {}  # node -> (values, levels) once expanded
+    active: set[int] = set()
+
+    def refuse(node, problem: str):
+        return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+
+    def measure(node) -> tuple[int, int]:
+        if id(node) in measured:
+            return measured[id(node)]
+        if id(node) in active:
+            raise refuse(node, "an alias refers to a value that contains it")
+        active.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            children = [measure(child) for child in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            children = [measure(part) for pair in node.value for part in pair]
+        else:
+            children = []
+        active.discard(id(node))
+        values = 1 + sum(v for v, _ in children)
+        levels = 1 + max((h for _, h in children), default=0)
+        if values > MAX_VALUES:
+            raise refuse(node, f"aliases (*name) expand to more than {MAX_VALUES:,} values; write the values out")
+        if levels > MAX_DEPTH:
+            raise refuse(node, f"nested more than {MAX_DEPTH} levels deep")
+        measured[id(node)] = (values, levels)
+        return values, levels
+
+    measure(root)
 
 
 def load_yaml(text: str | bytes, source: str):

@@ -37,6 +37,14 @@ def register(kind: str, name: str):
     def decorate(cls: type) -> type:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__}: a plugin must be a dataclass (its fields are its parameters)")
+        version = getattr(cls, "version", None)
+        if not isinstance(version, str) or not version:
+            # The version goes into every cache key and result row: without one, an edited
+            # plugin would silently reuse stale maps and scores.
+            raise TypeError(
+                f'{kind} {name!r} ({cls.__name__}) has no `version`; declare `version: ClassVar[str] = "1"` '
+                "and bump it when its results change"
+            )
         existing = _REGISTRY[kind].get(name)
         if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(
@@ -68,9 +76,9 @@ def load_builtins() -> None:
     for entry_point in importlib.metadata.entry_points(group="xaibench.plugins"):
         try:
             entry_point.load()
-        except Exception as error:  # a broken third-party plugin must not break every command
+        except (Exception, SystemExit) as error:  # a broken third-party plugin must not break every command
             print(
-                f"warning: plugin entry point {entry_point.name!r} failed to load: {error}",
+                f"warning: plugin entry point {entry_point.name!r} failed to load: {_describe(error)}",
                 file=sys.stderr,
             )
 
@@ -91,24 +99,33 @@ def load_plugin_source(spec: str, base_dir: Path | None = None, where: str = "pl
         sys.modules[module_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # sys.exit() in a plugin must not end xaibench silently
             del sys.modules[module_name]
-            raise UserError(f"{where}: importing {path} failed: {type(error).__name__}: {error}") from error
+            raise UserError(f"{where}: importing {path} failed: {_describe(error)}") from None
         return
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:
+    except ModuleNotFoundError as error:
         raise UserError(
-            f"{where}: cannot import module {module_name!r} ({type(error).__name__}: {error}); "
-            "is it installed or on PYTHONPATH?"
-        ) from error
+            f"{where}: cannot import module {module_name!r} ({_describe(error)}); is it installed or on PYTHONPATH?"
+        ) from None
+    except (Exception, SystemExit) as error:
+        raise UserError(f"{where}: importing module {module_name!r} failed: {_describe(error)}") from None
     if attr and not hasattr(module, attr):
         raise UserError(f"{where}: module {module_name!r} has no attribute {attr!r}")
     if attr:
         obj = getattr(module, attr)
         if not hasattr(obj, "plugin_kind"):
             raise UserError(f"{where}: {spec} is not a registered plugin; decorate it with @register(kind, name)")
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` on one line (a plugin's exception may span several)."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}) while being imported"
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def names(kind: str) -> list[str]:

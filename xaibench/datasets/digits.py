@@ -59,6 +59,8 @@ class Digits:
             raise ValueError(f"size must be between 8 and 224, got {self.size}")
         if not 0.05 <= self.test_fraction <= 0.95:
             raise ValueError(f"test_fraction must be between 0.05 and 0.95, got {self.test_fraction}")
+        if not 0 <= self.split_seed < 2**32:  # scikit-learn's random_state range
+            raise ValueError(f"split_seed must be between 0 and 2**32 - 1, got {self.split_seed}")
 
     @property
     def _raw(self):

@@ -17,6 +17,8 @@ from xaibench.imaging import blur
 from xaibench.registry import register
 from xaibench.seeding import per_item
 
+MAX_SIGMA = 1000.0  # pixels; the blur kernel is cut to the image, so larger only wastes the setting
+
 
 def random_map(inputs: Tensor, seeds: Tensor) -> Tensor:
     """i.i.d. uniform importance per pixel from each item's seed, shape (B, 1, H, W)."""
@@ -47,8 +49,8 @@ class BlurRandomControl:
     sigma: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 <= self.sigma < float("inf"):
-            raise ValueError(f"sigma must be a finite number >= 0 (0 = automatic), got {self.sigma}")
+        if not 0.0 <= self.sigma <= MAX_SIGMA:
+            raise ValueError(f"sigma must be between 0 (automatic) and {MAX_SIGMA:g} pixels, got {self.sigma}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         sigma = self.sigma or max(1.0, inputs.shape[-1] / 16)

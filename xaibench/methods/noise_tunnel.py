@@ -68,8 +68,11 @@ class _NoiseTunnel:
     stdev_spread: float = 0.15
 
     def __post_init__(self):
-        if self.n_samples < 2:
-            raise ValueError("n_samples must be at least 2")
+        # Each sample is one backward pass per item: beyond 10,000 is a typo, not a setting.
+        if not 2 <= self.n_samples <= 10_000:
+            raise ValueError(f"n_samples must be between 2 and 10,000, got {self.n_samples}")
+        if not 0.0 <= self.stdev_spread <= 10.0:  # a share of each input's value range
+            raise ValueError(f"stdev_spread must be between 0 and 10, got {self.stdev_spread}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         grads = noisy_gradients(model, inputs, target, seeds, self.n_samples, self.stdev_spread)

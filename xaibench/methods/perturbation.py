@@ -11,6 +11,14 @@ from torch import Tensor, nn
 
 from xaibench.registry import register
 
+MAX_SIDE = 4096  # pixels: no image side this benchmark handles is larger
+MAX_PER_EVAL = 4096  # perturbed copies per forward pass; more only exhausts memory
+
+
+def _check_per_eval(value: int) -> None:
+    if not 1 <= value <= MAX_PER_EVAL:
+        raise ValueError(f"perturbations_per_eval must be between 1 and {MAX_PER_EVAL}, got {value}")
+
 
 @register("method", "occlusion")
 @dataclass(frozen=True)
@@ -26,8 +34,10 @@ class OcclusionMethod:
     perturbations_per_eval: int = 16
 
     def __post_init__(self):
-        if self.window < 0 or self.stride < 0 or self.perturbations_per_eval < 1:
-            raise ValueError("window and stride must be >= 0 (0 = automatic), perturbations_per_eval >= 1")
+        for name, value in (("window", self.window), ("stride", self.stride)):
+            if not 0 <= value <= MAX_SIDE:
+                raise ValueError(f"{name} must be between 0 (automatic) and {MAX_SIDE} pixels, got {value}")
+        _check_per_eval(self.perturbations_per_eval)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         channels, height, _ = inputs.shape[1:]
@@ -56,8 +66,9 @@ class FeatureAblationMethod:
     perturbations_per_eval: int = 16
 
     def __post_init__(self):
-        if self.patch < 0 or self.perturbations_per_eval < 1:
-            raise ValueError("patch must be >= 0 (0 = automatic), perturbations_per_eval >= 1")
+        if not 0 <= self.patch <= MAX_SIDE:
+            raise ValueError(f"patch must be between 0 (automatic) and {MAX_SIDE} pixels, got {self.patch}")
+        _check_per_eval(self.perturbations_per_eval)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         _, height, width = inputs.shape[1:]

@@ -94,8 +94,8 @@ class _Curve:
     def __post_init__(self):
         if not 1 <= self.steps <= 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
-        if not 0.0 <= self.blur_sigma < float("inf"):
-            raise ValueError(f"blur_sigma must be a finite number >= 0 (0 = automatic), got {self.blur_sigma}")
+        if not 0.0 <= self.blur_sigma <= 1000.0:  # pixels; the blur kernel is cut to the image anyway
+            raise ValueError(f"blur_sigma must be between 0 (automatic) and 1000 pixels, got {self.blur_sigma}")
 
     def endpoints(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

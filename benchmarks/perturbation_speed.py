@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 import torch
+from xaibench.model_store import ModelStore
 
 from xaibench.cache import Cache
 from xaibench.metrics.perturbation import Deletion
-from xaibench.model_store import ModelStore
 from xaibench.registry import build
 from xaibench.seeding import item_seeds
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from xaibench.cli_errors import OneLineErrors
 from xaibench.errors import UserError
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
+    cls=OneLineErrors,  # click's usage errors (unknown option, bad value) as one line, exit 2
     help="Benchmark attribution (saliency) methods for faithfulness: run manifests, evaluate one "
     "method ad hoc, render leaderboards with confidence intervals against a random baseline.\n\n"
     "Exit codes: 0 ok, 1 a gate failed, 2 a user error, 3 a task failed at run time, "

@@ -25,6 +25,7 @@ from xaibench.errors import UserError
 from xaibench.tasks import RunContext, Task
 
 OnResult = Callable[[Task, dict], None]
+MAX_WORKERS = 256  # local worker processes; a typo such as 100000 must not fork a machine to death
 
 
 class Executor(Protocol):
@@ -136,8 +137,8 @@ def choose(workers: int | None, scheduler: str | None) -> Executor:
         raise UserError("give --workers or --scheduler, not both")
     if scheduler is not None:
         return Dask(scheduler=scheduler)
-    if workers is not None and workers > 0:
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers} (omit it to run in-process)")
+    if workers is not None:
         return Dask(workers=workers)
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers must be at least 1, got {workers}")
     return InProcess()

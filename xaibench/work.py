@@ -111,6 +111,26 @@ def claim(folder: Path, key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def recipe(task, split: str, target: str | None = None) -> dict:
+    """How a shard's maps were made, stored beside them so `cache verify --recompute` can redo
+    them: only for the original fit (a retrain's transform is not rebuilt from a record)."""
+    method = task.method if hasattr(task, "method") else task.job.method
+    dataset = task.dataset if hasattr(task, "dataset") else task.job.dataset
+    seed = task.seed if hasattr(task, "seed") else task.job.seed
+    if task.fit.role != "original" or task.fit.transform is not None:
+        return {}
+    return {
+        "recipe": {
+            "model": [task.fit.model.name, task.fit.model.params_json],
+            "dataset": [dataset.name, dataset.params_json],
+            "method": [method.name, method.params_json],
+            "split": split,
+            "target": target or "predicted",
+            "seed": seed,
+        }
+    }
+
+
 def _on_device(batch: Batch, device: torch.device) -> Batch:
     return Batch(batch.ids, batch.inputs.to(device), batch.labels.to(device), batch.masks, batch.extras)
 
@@ -164,7 +184,7 @@ def _attribute(state: Session, task: AttributeTask, summary: dict) -> None:
         items = _on_device(batch.select(keep), state.device)
         target, _ = _targets(state, items, _logits(state, task.keys.logits, module, items, summary), target_mode)
         maps = _compute_maps(method, module, items, target, item_seeds(task.seed, items.ids, "method"))
-        state.cache.put("attributions", task.keys.attribution, items.ids, maps)
+        state.cache.put("attributions", task.keys.attribution, items.ids, maps, recipe(task, split, target_mode))
         summary["attributed_items"] += len(keep)
 
 
@@ -227,7 +247,9 @@ def _maps(state, task: ScoreTask, method, module, items: Batch, target, seeds, s
         sub = items.select(missing)
         computed = _compute_maps(method, module, sub, target[missing], seeds[missing]).cpu()
         seconds = (time.perf_counter() - started) / len(missing)
-        state.cache.put("attributions", key, sub.ids, computed)
+        state.cache.put(
+            "attributions", key, sub.ids, computed, recipe(task, state.ctx.options.split, state.ctx.options.target)
+        )
         found.update(zip(sub.ids, computed.unbind(0), strict=True))
         summary["attributed_items"] += len(missing)
     return torch.stack([found[i] for i in items.ids]).to(state.device), seconds

@@ -54,8 +54,9 @@ class LowSnr(Generated):
             raise ValueError(f"classes must be between 2 and 20, got {self.classes}")
         if not 0.0 < self.snr <= 10.0:
             raise ValueError(f"snr must be in (0, 10], got {self.snr}")
-        if self.n_train < 1 or self.n_test < 1:
-            raise ValueError("n_train and n_test must be at least 1")
+        for name in ("n_train", "n_test"):  # the upper bound keeps a typo from generating for hours
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ValueError(f"{name} must be between 1 and 1,000,000, got {getattr(self, name)}")
 
     @property
     def revision(self) -> str:

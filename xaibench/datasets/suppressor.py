@@ -65,8 +65,9 @@ class Suppressor(Generated):
                 raise ValueError(f"{name} must be between 0 and 5, got {getattr(self, name)}")
         if self.signal == 0:
             raise ValueError("signal must be above 0: with no signal the label is noise")
-        if self.n_train < 1 or self.n_test < 1:
-            raise ValueError("n_train and n_test must be at least 1")
+        for name in ("n_train", "n_test"):  # the upper bound keeps a typo from generating for hours
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ValueError(f"{name} must be between 1 and 1,000,000, got {getattr(self, name)}")
 
     @property
     def revision(self) -> str:

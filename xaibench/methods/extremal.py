@@ -100,10 +100,15 @@ class ExtremalPerturbation:
     def __post_init__(self):
         if not 0.0 < self.area < 1.0:
             raise ValueError(f"area must be in (0, 1), got {self.area}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
-        if self.step < 0 or self.sigma < 0 or self.blur_sigma < 0:
-            raise ValueError("step, sigma and blur_sigma must be >= 0 (0 = automatic)")
+        # Upper bounds keep a typo from running for hours or building kernels larger than any
+        # image; NaN or inf sigmas would turn the mask into NaN. 0 = automatic for the last three.
+        if not 1 <= self.iterations <= 100_000:
+            raise ValueError(f"iterations must be between 1 and 100,000, got {self.iterations}")
+        if not 0 <= self.step <= 1024:
+            raise ValueError(f"step must be between 0 (automatic) and 1024, got {self.step}")
+        for name, value in (("sigma", self.sigma), ("blur_sigma", self.blur_sigma)):
+            if not (math.isfinite(value) and 0.0 <= value <= 1000.0):
+                raise ValueError(f"{name} must be a finite number between 0 (automatic) and 1000 pixels, got {value}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         batch = len(inputs)

@@ -4,6 +4,7 @@ is kept (metrics reduce it with ``abs_sum`` by default)."""
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -82,8 +83,8 @@ class IntegratedGradientsMethod:
     n_steps: int = 32
 
     def __post_init__(self):
-        if self.n_steps < 1:
-            raise ValueError("n_steps must be at least 1")
+        if not 1 <= self.n_steps <= 10_000:
+            raise ValueError(f"n_steps must be at least 1 and at most 10,000, got {self.n_steps}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -176,8 +177,11 @@ class GradientShapMethod:
     stdevs: float = 0.05
 
     def __post_init__(self):
-        if self.n_samples < 1 or not 0.0 <= self.stdevs < float("inf"):
-            raise ValueError("n_samples must be >= 1 and stdevs a finite number >= 0")
+        # Upper bounds keep a typo from running for hours; noise above 10 drowns any image in [0, 1].
+        if not 1 <= self.n_samples <= 10_000:
+            raise ValueError(f"n_samples must be between 1 and 10,000, got {self.n_samples}")
+        if not (math.isfinite(self.stdevs) and 0.0 <= self.stdevs <= 10.0):
+            raise ValueError(f"stdevs must be a finite number between 0 and 10, got {self.stdevs}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
         explainer = GradientShap(model)

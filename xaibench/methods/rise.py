@@ -49,10 +49,12 @@ class Rise:
     p: float = 0.5
 
     def __post_init__(self):
-        if self.n_masks < 1:
-            raise ValueError(f"n_masks must be at least 1, got {self.n_masks}")
-        if self.grid < 1:
-            raise ValueError(f"grid must be at least 1, got {self.grid}")
+        # Upper bounds keep a typo from running for hours (cost grows with n_masks) or building
+        # a mask grid finer than any image.
+        if not 1 <= self.n_masks <= 100_000:
+            raise ValueError(f"n_masks must be between 1 and 100,000, got {self.n_masks}")
+        if not 1 <= self.grid <= 1024:
+            raise ValueError(f"grid must be between 1 and 1024, got {self.grid}")
         if not 0.0 < self.p < 1.0:
             raise ValueError(f"p must be in (0, 1), got {self.p}")
 

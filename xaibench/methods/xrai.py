@@ -98,8 +98,8 @@ class Xrai:
     output: Literal["rank", "gain"] = "rank"
 
     def __post_init__(self):
-        if self.n_steps < 1:
-            raise ValueError(f"n_steps must be at least 1, got {self.n_steps}")
+        if not 1 <= self.n_steps <= 10_000:  # the upper bound keeps a typo from running for hours
+            raise ValueError(f"n_steps must be between 1 and 10,000, got {self.n_steps}")
         if self.output not in ("rank", "gain"):
             raise ValueError(f"output must be 'rank' or 'gain', got {self.output!r}")
 

@@ -74,8 +74,8 @@ class Road:
             raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1), got {list(fractions)}")
         if any(b <= a for a, b in zip(fractions[:-1], fractions[1:], strict=True)):
             raise ValueError(f"fractions must be strictly increasing, got {list(fractions)}")
-        if not 0.0 <= self.noise < math.inf:
-            raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
+        if not (math.isfinite(self.noise) and 0.0 <= self.noise <= 1.0):  # images lie in [0, 1]
+            raise ValueError(f"noise must be a finite number between 0 and 1, got {self.noise}")
         for name, value, allowed in (
             ("orders", self.orders, ("both", *ORDERS)),
             ("reduce", self.reduce, ("abs_sum", "sum", "max_abs")),

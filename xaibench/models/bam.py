@@ -30,6 +30,12 @@ class _BamCNN(_TrainedCNN):
     lr: float = 0.005
     batch_size: int = 64
 
+    def __post_init__(self):
+        # Checked here so the error names `data_seed`; the dataset would call it `seed`.
+        if not 0 <= self.data_seed < 2**63:
+            raise ValueError(f"data_seed must be between 0 and 2**63 - 1, got {self.data_seed}")
+        super().__post_init__()
+
     def train_data(self) -> BamSynth:
         return BamSynth(
             labels=self.label_set, size=self.size, patch=self.patch, n_train=self.n_train, seed=self.data_seed

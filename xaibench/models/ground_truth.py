@@ -5,6 +5,7 @@ Each trains on its dataset's train split (``fit``); the fitted-model store cache
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,7 +42,20 @@ def _fit(module: nn.Module, data: TrainingSet, seed: int, device, *, epochs: int
 
 @dataclass(frozen=True)
 class _GroundTruthModel:
-    """Shared body: revision, input shape, and seeded construction from the training data."""
+    """Shared body: range checks, revision, input shape, and seeded construction from the training data."""
+
+    def __post_init__(self):
+        # Ranges keep a typo (epochs: 1e9, lr: .nan) from training for hours or into NaN weights;
+        # `check` reports them up front. The same bounds as models/cnn.py's trained CNNs.
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if not 1 <= self.epochs <= 1000:
+            raise ValueError(f"epochs must be between 1 and 1000, got {self.epochs}")
+        if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
+            raise ValueError(f"lr must be a finite number in (0, 10], got {self.lr}")
+        if hasattr(self, "width") and not 1 <= self.width <= 256:
+            raise ValueError(f"width must be between 1 and 256, got {self.width}")
+        self.train_data()  # the data parameters (size, noise, ...) are checked by the dataset
 
     def train_data(self):
         raise NotImplementedError

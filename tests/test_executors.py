@@ -124,7 +124,8 @@ def test_scheduler_and_worker_started_by_dask_cli(tmp_path, in_process_rows):
                 process.wait(timeout=30)
 
 
-def test_unreachable_scheduler_is_one_line(tmp_path):
+def test_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("XAIBENCH_CONNECT_TIMEOUT", "2")
     result = cli(
         ["run", str(write(tmp_path, FIT_MANIFEST)), "--scheduler", "tcp://127.0.0.1:9", "-r", str(tmp_path / "r")],
         tmp_path / "cache",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -48,14 +49,15 @@ class InProcess:
 class Dask:
     """A LocalCluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, connect_timeout: float = 20.0):
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, connect_timeout: float | None = None):
         if (workers is None) == (scheduler is None):
             raise ValueError("give exactly one of workers or scheduler")
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.scheduler = scheduler
-        self.connect_timeout = connect_timeout
+        # Seconds to wait for a scheduler; XAIBENCH_CONNECT_TIMEOUT overrides the default 20.
+        self.connect_timeout = connect_timeout or float(os.environ.get("XAIBENCH_CONNECT_TIMEOUT", "20"))
         self.name = f"dask ({workers} local workers)" if workers else f"dask ({scheduler})"
         self.worker_peak_rss_mb: dict[str, float] = {}
 

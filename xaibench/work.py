@@ -57,7 +57,8 @@ def session(ctx: RunContext, log: Callable[[str], None] | None = None) -> Sessio
     key = (ctx.run_id, os.getpid())
     if key not in _SESSIONS:
         _SESSIONS.clear()  # one run at a time per process: drop the previous run's modules
-        _SESSIONS[key] = Session(ctx, log or print)
+        # On a Dask worker nobody reads stdout: the driver reports fits from the task summaries.
+        _SESSIONS[key] = Session(ctx, log or (lambda message: None))
     elif log is not None:
         _SESSIONS[key].log = log
     return _SESSIONS[key]

@@ -220,3 +220,51 @@ def test_model_store_retrains_after_corruption(tmp_path, digits_model_spec, trai
     second.get(quick)
     assert second.trained == 1
     assert Cache(tmp_path).verify() == []
+
+
+# ---- damage and permissions -----------------------------------------------------------------------
+
+
+def test_a_damaged_record_is_moved_aside_and_its_items_recomputed(tmp_path, capsys):
+    cache = Cache(tmp_path)
+    key = make_key({"test": "damaged"})
+    cache.put("attributions", key, ["a", "b"], torch.ones(2, 3))
+    record = next((tmp_path / "attributions").rglob("*.json"))
+    record.write_text("{ not json")
+    fresh = Cache(tmp_path)
+    assert fresh.get("attributions", key, ["a", "b"]) == {}, "its items read as missing"
+    assert "damaged" in capsys.readouterr().err
+    assert not record.exists() and record.with_name(record.name + ".damaged").exists()
+    fresh.put("attributions", key, ["a", "b"], torch.zeros(2, 3))  # the next run heals it
+    assert torch.equal(Cache(tmp_path).get("attributions", key, ["a"])["a"], torch.zeros(3))
+    assert Cache(tmp_path).verify() == []
+
+
+def test_cache_tools_report_a_damaged_model_record_instead_of_crashing(tmp_path, monkeypatch):
+    from cli_helpers import invoke
+
+    (tmp_path / "models").mkdir(parents=True)
+    (tmp_path / "models" / "abc.json").write_text("[1, 2")
+    (tmp_path / "models" / "abc.pt").write_bytes(b"x")
+    monkeypatch.setenv("XAIBENCH_CACHE", str(tmp_path))
+    info = invoke("cache", "info")
+    assert info.exit_code == 0 and "damaged model record" in info.stdout
+    verify = invoke("cache", "verify")
+    assert verify.exit_code == 1 and "corrupt:" in verify.stdout
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from xaibench.atomic import write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        write_bytes(tmp_path / "a.bin", b"x")
+        os.umask(0o077)
+        write_bytes(tmp_path / "b.bin", b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o600

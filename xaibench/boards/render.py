@@ -95,7 +95,7 @@ HEADERS = ("#", "method", "mean [95% CI]", "n", "Δ vs reference [95% CI]", "p (
 
 def print_rich(board: pd.DataFrame, overall: pd.DataFrame | None, console: Console) -> None:
     if board.empty:
-        console.print("no results yet")
+        console.print("no per-item scalar scores here (study boards, if any, follow)")
         return
     for title, rows in _rows(board):
         # Cells are Text, not markup: a variant label such as "ig[n_steps=8]" must show as written.
@@ -123,7 +123,7 @@ def print_rich(board: pd.DataFrame, overall: pd.DataFrame | None, console: Conso
 
 def markdown(board: pd.DataFrame, overall: pd.DataFrame | None = None) -> str:
     if board.empty:
-        return "_no results yet_\n"
+        return "_no per-item scalar scores here (study boards, if any, follow)_\n"
     lines = []
     for title, rows in _rows(board):
         lines += [

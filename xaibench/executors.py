@@ -72,13 +72,19 @@ class Dask:
                     f"--scheduler {self.scheduler}: cannot reach a Dask scheduler there ({error}); "
                     "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
                 ) from None
-        cluster = LocalCluster(
-            n_workers=self.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        import dask
+
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory
+        # back after nearly every torch allocation: measured 34.1 s against 25.9 s for the
+        # synthetic manifest at 64 items. Workers here keep the allocator's default.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         return Client(cluster), cluster
 
     def run(self, tasks: list[Task], ctx: RunContext, on_result: OnResult, log: Callable[[str], None]) -> None:

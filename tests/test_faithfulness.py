@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from captum.metrics import infidelity, sensitivity_max
+from pixel_set import SIDE, PixelSetModel, p_indicator  # the shared known-answer model
 from torch import nn
 
 from xaibench import registry
@@ -18,29 +19,6 @@ from xaibench.metrics.faithfulness import FaithfulnessCorrelation, draw_subsets,
 from xaibench.metrics.localisation import MassInMask, PointingGame
 from xaibench.metrics.perturbation import Deletion, Insertion
 from xaibench.seeding import generator, item_seeds
-
-SIDE = 8
-P = [(1, 1), (1, 6), (2, 3), (3, 5), (4, 2), (5, 5), (6, 1), (6, 6)]
-
-
-def p_indicator() -> torch.Tensor:
-    mask = torch.zeros(1, 1, SIDE, SIDE)
-    for r, c in P:
-        mask[0, 0, r, c] = 1.0
-    return mask
-
-
-class PixelSetModel(nn.Module):
-    """logits = [k * sum(x[P]) - offset, 0]: only the pixels in P matter, linearly in the logit."""
-
-    def __init__(self, k: float = 1.0, offset: float = 0.0):
-        super().__init__()
-        self.register_buffer("mask", p_indicator())
-        self.k, self.offset = k, offset
-
-    def forward(self, x):
-        evidence = self.k * (x * self.mask).flatten(1).sum(1) - self.offset
-        return torch.stack([evidence, torch.zeros_like(evidence)], dim=1)
 
 
 def make_batch(inputs: torch.Tensor, prefix: str = "item", masks: torch.Tensor | None = None) -> Batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pixel_set import SIDE, PixelSetModel, p_indicator  # the shared known-answer model
 from torch import nn
 
 from xaibench import registry
@@ -108,29 +109,6 @@ def test_metric_conformance(name, tiny_cnn, digits_batch):
 
 
 # ---- analytic: a model that looks only at a known pixel set P -----------------------------------
-
-SIDE = 8
-P = [(1, 1), (1, 6), (2, 3), (3, 5), (4, 2), (5, 5), (6, 1), (6, 6)]
-
-
-def p_indicator() -> torch.Tensor:
-    mask = torch.zeros(1, 1, SIDE, SIDE)
-    for r, c in P:
-        mask[0, 0, r, c] = 1.0
-    return mask
-
-
-class PixelSetModel(nn.Module):
-    """logits = [k * sum(x[P]) - offset, 0]: only the pixels in P matter."""
-
-    def __init__(self, k: float = 1.0, offset: float = 0.0):
-        super().__init__()
-        self.register_buffer("mask", p_indicator())
-        self.k, self.offset = k, offset
-
-    def forward(self, x):
-        evidence = self.k * (x * self.mask).flatten(1).sum(1) - self.offset
-        return torch.stack([evidence, torch.zeros_like(evidence)], dim=1)
 
 
 def oracle_batch(n: int = 16, image: torch.Tensor | None = None):

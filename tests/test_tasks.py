@@ -232,3 +232,17 @@ def test_a_study_metric_gets_whole_split_maps_and_its_extra_fits_once(tmp_path):
     frame = results.read(report.results_dir)
     assert len(frame) == 16 and frame["value"].between(0, 1).all()
     assert plan(m, Cache(cache.root), report.results_dir).todo == []
+
+
+def test_plan_command_prints_the_counts_and_runs_nothing(tmp_path, warm_cache, monkeypatch):
+    from cli_helpers import invoke
+
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST.format(limit=16, chunk=8, model="digits_cnn", metrics="deletion"))
+    monkeypatch.setenv("XAIBENCH_CACHE", str(warm_cache.root))
+    result = invoke("plan", str(path), "-r", str(tmp_path / "results"))
+    assert result.exit_code == 0, result.output
+    assert "2 jobs -> 9 tasks" in result.stdout
+    assert "attribute       4 tasks       0 done       4 to do" in result.stdout
+    assert "still to do: 0 fits, 32 attributions, 32 items to score" in result.stdout
+    assert not (tmp_path / "results").exists(), "plan writes nothing"

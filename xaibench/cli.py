@@ -369,6 +369,7 @@ def main() -> None:
 # Command groups live in their own modules (one job each); importing them adds them to `app`.
 from xaibench import cli_gate  # noqa: E402, F401, I001
 from xaibench import cli_ls  # noqa: E402, F401
+from xaibench import cli_plan  # noqa: E402, F401
 from xaibench import cli_site  # noqa: E402, F401
 from xaibench import cli_maintenance  # noqa: E402, F401
 

@@ -208,6 +208,7 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
     fits: dict[str, FitTask] = {}
     fit_needed: set[str] = set()
     known: dict[str, Task] = {}  # study tasks by key, with whether they still have work
+    studies: dict[Job, tuple] = {}  # each study job's (dependencies, extra fits, pending tasks)
     scheduled: set[str] = set()
 
     groups: dict[tuple[PluginSpec, PluginSpec], list[Job]] = defaultdict(list)
@@ -240,8 +241,11 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
                     extra_deps, extra_fits = (), ()
                     metric = job.metric.instance()
                     if hasattr(metric, "needs"):
-                        needs = metric.needs(job, fit, options)
-                        extra_deps, extra_fits, prior = _study_tasks(job, fit, dataset, needs, options, cache, known)
+                        # A job's needs (hundreds of retrains for ROAR) do not depend on the window.
+                        if job not in studies:
+                            needs = metric.needs(job, fit, options)
+                            studies[job] = _study_tasks(job, fit, dataset, needs, options, cache, known)
+                        extra_deps, extra_fits, prior = studies[job]
                         if missing:
                             study_work.extend(prior)
                     scores.append(

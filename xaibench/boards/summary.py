@@ -47,6 +47,24 @@ KINDS = ("model", "dataset", "method", "metric")
 REVISIONED = ("model", "dataset")
 
 
+def _groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group among the distinct rows of ``frame`` (NaN a value of its own), and the
+    position of each group's first row. Vectorised: hashing the columns, never a row of Python."""
+    if frame.shape[1] == 0:
+        return np.zeros(len(frame), dtype=np.int64), np.zeros(min(len(frame), 1), dtype=np.int64)
+    codes = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+    return codes, np.unique(codes, return_index=True)[1]
+
+
+def _text_codes(values: pd.Series) -> np.ndarray:
+    """Codes equal where ``str(value)`` is equal (NaN as "\\x00"): so versions 1 and "1" are one
+    version, as when they are compared as text. Only the distinct values are turned into text."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    distinct = pd.Series(np.asarray(uniques, dtype=object))
+    text_codes, _ = pd.factorize(distinct.where(distinct.notna(), "\x00").astype(str))
+    return text_codes[codes]
+
+
 def current_versions(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose plugin version (and revision) is that of the newest row of their (name, params),
     within the same job identity otherwise (the other plugins, split, target mode).
@@ -54,30 +72,32 @@ def current_versions(rows: pd.DataFrame) -> pd.DataFrame:
     So a method re-run at version 2 on one model supersedes its version-1 rows there only; on a
     model not re-run, the version-1 rows still stand (never mixed with version 2 in one cell).
     Done for each kind independently; newest is by ``time`` (by row order without that column,
-    the later row being the newer one). Missing version or revision columns count as one version.
+    the later row being the newer one; rows without a time are the oldest, and of rows with the
+    same time the later one is the newer). Missing version or revision columns count as one
+    version.
     """
     if rows.empty:
         return rows
-    position = pd.RangeIndex(len(rows))  # positional: the caller's index may repeat labels
+    identity = [c for k in KINDS for c in (k, f"{k}_params") if c in rows] + [
+        c for c in ("split", "target_mode") if c in rows
+    ]
+    group, _ = _groups(rows[identity])
+    # Each row's place from oldest to newest; per identity the row with the highest place is the newest.
+    order = rows["time"].reset_index(drop=True) if "time" in rows else pd.Series(np.arange(len(rows)))
+    oldest_first = order.sort_values(kind="stable", na_position="first").index.to_numpy()
+    place = np.empty(len(rows), dtype=np.int64)
+    place[oldest_first] = np.arange(len(rows))
+    highest = np.full(group.max() + 1, -1, dtype=np.int64)
+    np.maximum.at(highest, group, place)
+    newest_row = oldest_first[highest][group]  # positional: the caller's index may repeat labels
     keep = np.ones(len(rows), dtype=bool)
-    order = rows["time"].reset_index(drop=True) if "time" in rows else np.arange(len(rows))
     for kind in KINDS:
         columns = [f"{kind}_version"] + ([f"{kind}_revision"] if kind in REVISIONED else [])
         columns = [c for c in columns if c in rows]
         if not columns:
             continue
-        version = pd.Series("", index=position)
-        for column in columns:
-            values = pd.Series(rows[column].to_numpy(dtype=object), index=position)
-            version = version + "\x1f" + values.where(values.notna(), "\x00").astype(str)
-        identity = [c for k in KINDS for c in (k, f"{k}_params") if c in rows] + [
-            c for c in ("split", "target_mode") if c in rows
-        ]
-        frame = pd.DataFrame({c: rows[c].to_numpy() for c in identity}, index=position)
-        frame = frame.assign(version=version, order=order)
-        frame = frame.sort_values("order", kind="stable", na_position="first")  # no time: oldest
-        newest = frame.groupby(identity, sort=False, dropna=False)["version"].transform("last")
-        keep &= (newest.sort_index() == version).to_numpy()
+        version, _ = _groups(pd.DataFrame({c: _text_codes(rows[c]) for c in columns}))
+        keep &= version == version[newest_row]
     return rows[keep]
 
 
@@ -85,10 +105,13 @@ def variant_labels(frame: pd.DataFrame, name: str, params: str) -> pd.Series:
     """The plugin name, plus the parameters that differ when one name appears with several.
 
     Variants are told apart by params only: stale plugin versions are removed beforehand
-    (``current_versions``).
+    (``current_versions``). Labels are made once per distinct (name, params), then spread to the rows.
     """
     labels = frame[name].copy()
-    for plugin, group in frame.groupby(name):
+    pair, first = _groups(frame[[name, params]])
+    pairs = frame[[name, params]].iloc[first].reset_index(drop=True)  # row i: the pair of code i
+    relabel = pd.Series(None, index=pairs.index, dtype=object)
+    for plugin, group in pairs.groupby(name):
         variants = group[params].unique()
         if len(variants) < 2:
             continue
@@ -96,9 +119,14 @@ def variant_labels(frame: pd.DataFrame, name: str, params: str) -> pd.Series:
         differing = sorted(
             {k for d in decoded.values() for k in d if len({json.dumps(x.get(k)) for x in decoded.values()}) > 1}
         )
-        for variant, values in decoded.items():
+        for code, variant in group[params].items():
+            values = decoded[variant]
             suffix = ",".join(f"{k}={values.get(k)}" for k in differing)
-            labels[(frame[name] == plugin) & (frame[params] == variant)] = f"{plugin}[{suffix}]"
+            relabel[code] = f"{plugin}[{suffix}]"
+    if relabel.notna().any():
+        per_row = relabel.to_numpy()[pair]
+        changed = pd.notna(per_row)
+        labels[changed] = per_row[changed]
     return labels
 
 
@@ -155,8 +183,11 @@ def environment_warnings(rows: pd.DataFrame) -> list[str]:
     if not columns or rows.empty:
         return []
     warnings = []
-    environments = rows[columns].fillna("?").astype(str).agg(" / ".join, axis=1)
-    for cell, values in environments.groupby([rows[c] for c in ("model", "dataset", "metric")], sort=False):
+    cells = ["model", "dataset", "metric"]
+    # A few distinct (cell, environment) rows among many result rows: text is made for those only.
+    distinct = rows[cells + columns].drop_duplicates()
+    environments = distinct[columns].fillna("?").astype(str).agg(" / ".join, axis=1)
+    for cell, values in environments.groupby([distinct[c] for c in cells], sort=False):
         distinct = sorted(set(values))
         if len(distinct) > 1:
             warnings.append(

@@ -46,6 +46,40 @@ def test_bootstrap_ci_edge_cases():
     assert stats.bootstrap_ci(np.array([0.3, 0.3, 0.3])) == (0.3, 0.3)
 
 
+def scipy_bootstrap_ci(values: np.ndarray, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.SEED):
+    with warnings.catch_warnings():  # its standard error of a single resample warns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy.stats.bootstrap(
+            (values,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=stats.LEVEL,
+            method="percentile",
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 256, 1001])
+@pytest.mark.parametrize("n_resamples", [1, 2, 39, 1000, 1001])
+def test_bootstrap_ci_is_scipys_bootstrap_bit_for_bit(n, n_resamples):
+    """The numpy bootstrap gives scipy.stats.bootstrap's floats exactly, for the same generator."""
+    rng = np.random.default_rng(n * 7919 + n_resamples)
+    samples = [
+        rng.normal(size=n),
+        rng.integers(0, 3, size=n).astype(float),  # heavy ties, as for 0/1 scores
+        rng.exponential(size=n) * 1e6,
+        np.r_[rng.normal(size=n - 1), 0.0] + 1e-9,
+    ]
+    for seed in (0, 3):
+        for values in samples:
+            if np.all(values == values[0]):
+                continue  # degenerate: the constant interval, no resampling
+            ours = stats.bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
+            assert ours == scipy_bootstrap_ci(values, n_resamples, seed), (n, n_resamples, seed)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wilcoxon_p_matches_scipy(seed):
     rng = np.random.default_rng(seed)

@@ -1,8 +1,15 @@
 """Statistics for leaderboards: bootstrap CIs, paired Wilcoxon tests with Holm correction, ranks.
 
-Bootstrap: 1,000 resamples with a fixed seed, 95% percentile interval (scipy.stats.bootstrap).
+Bootstrap: 1,000 resamples with a fixed seed, 95% percentile interval: the numbers of
+``scipy.stats.bootstrap(..., method="percentile", vectorized=True)`` with the same generator,
+bit for bit (tests/test_stats.py compares them), drawn with numpy directly. Boards call it once
+per method and cell, and scipy's version spends most of its ~4 ms a call on input validation
+and array-API dispatch around the same few numpy operations.
 Holm's step-down correction is five lines, so it is written here rather than adding
 statsmodels as a dependency for it.
+
+scipy.stats is imported inside the functions that use it: importing it takes ~0.8 s, which a
+board that needs no test (or a command that only imports this module) should not pay.
 
 Undefined input gives undefined output, never an exception or a RuntimeWarning: an empty or
 non-finite sample has no interval, an empty or NaN sample has no test (NaN p-value), NaN
@@ -12,7 +19,6 @@ p-values are left out of Holm's correction, and a NaN or infinite mean gets no r
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 N_RESAMPLES = 1000
 LEVEL = 0.95
@@ -29,16 +35,27 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int =
         return (float("nan"), float("nan"))
     if np.all(values == values[0]):
         return (float(values[0]), float(values[0]))
-    result = stats.bootstrap(
-        (values,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=LEVEL,
-        method="percentile",
-        vectorized=True,
-        random_state=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    # As scipy.stats.bootstrap draws them: one (n_resamples, n) block of indices from the generator.
+    index = np.random.default_rng(seed).integers(0, len(values), (n_resamples, len(values)))
+    low, high = _linear_quantiles(np.sort(values[index].mean(axis=-1)), (1 - LEVEL) / 2)
+    return float(low), float(high)
+
+
+def _linear_quantiles(ordered: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``alpha`` and ``1 - alpha`` quantiles of sorted values, with the arithmetic of
+    scipy.stats.quantile's default "linear" method (Hyndman & Fan type 7), so the same floats."""
+    p = np.asarray(alpha, dtype=float)
+    p = np.stack([p, 1 - p])
+    n = np.asarray(len(ordered), dtype=float)
+    position = p * n + (1 - p)  # 1-based position of the quantile
+    upper = position // 1
+    lower = upper - 1
+    weight = position % 1
+    weight[lower < 0] = 0
+    lower = np.clip(lower, 0.0, n - 1).astype(np.int64)
+    upper = np.clip(upper, 0.0, n - 1).astype(np.int64)
+    result = (1 - weight) * ordered[lower] + weight * ordered[upper]
+    return result[0], result[1]
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:
@@ -52,6 +69,8 @@ def wilcoxon_p(differences: np.ndarray) -> float:
         return float("nan")
     if len(differences) < 2 or np.all(differences == 0):
         return 1.0
+    from scipy import stats  # ~0.8 s to import: only when a test is run
+
     return float(stats.wilcoxon(differences, zero_method="wilcox").pvalue)
 
 
@@ -76,6 +95,8 @@ def ranks(means: np.ndarray, higher_is_better: bool) -> np.ndarray:
     infinite means get a NaN rank and do not take a place. Ranks along the last axis."""
     means = np.asarray(means, dtype=float)
     keyed = np.where(np.isfinite(means), -means if higher_is_better else means, np.nan)
+    from scipy import stats  # ~0.8 s to import: only when something is ranked
+
     return stats.rankdata(keyed, method="min", axis=-1, nan_policy="omit")
 
 

@@ -13,7 +13,7 @@ from xaibench.errors import IncompatibleError
 from xaibench.methods import score_cam as score_cam_module
 from xaibench.methods.fullgrad import decompose
 from xaibench.methods.xrai import xrai_regions
-from xaibench.models.cnn import Normalize
+from xaibench.models.layers import Normalize
 from xaibench.seeding import item_seeds
 
 SIZE = 16

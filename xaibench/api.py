@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Batch:
 
     def select(self, keep: list[int]) -> Batch:
         """The sub-batch of the given positions, in that order."""
+        import torch
+
         index = torch.as_tensor(keep, dtype=torch.long)
         return Batch(
             ids=[self.ids[i] for i in keep],
@@ -92,7 +94,7 @@ class TrainingSet:
 # attributions (randomization tests, sensitivity) with the method under evaluation. Without
 # ``seeds``, inputs are the batch's items, or k copies of each item in item-major order, and get
 # their items' seeds.
-Explain = Callable[..., Tensor]
+Explain = Callable[..., "Tensor"]
 
 
 @runtime_checkable

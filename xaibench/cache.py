@@ -20,9 +20,10 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from xaibench.atomic import write_bytes
 from xaibench.errors import UserError
@@ -43,6 +44,8 @@ def default_root() -> Path:
 
 
 def tensor_bytes(obj: Any) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
@@ -93,6 +96,8 @@ class Cache:
         return record if isinstance(record, dict) else None
 
     def load_model_state(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        import torch
+
         weights, record_path = self._model_paths(key)
         if not record_path.exists() or not weights.exists():
             return None
@@ -168,6 +173,8 @@ class Cache:
         return found
 
     def _read_shard(self, kind: str, key: str, shard: str) -> dict[str, torch.Tensor] | None:
+        import torch
+
         folder = self._key_dir(kind, key)
         path = folder / f"{shard}.pt"
         if path in self._shards:
@@ -258,7 +265,9 @@ class Cache:
                 f"{self.root} has no {TAG_NAME}, so it was not made by xaibench; nothing deleted (check XAIBENCH_CACHE)"
             )
         freed = 0
-        for k in [kind] if kind else [*KINDS, "locks"]:
+        # checks/ and memo/ hold small derived facts (preflight verdicts, split indices): see
+        # preflight.py and memo.py; "everything" includes them.
+        for k in [kind] if kind else [*KINDS, "locks", "checks", "memo"]:
             folder = self.root / k
             if folder.exists():
                 freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

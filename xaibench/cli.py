@@ -302,7 +302,7 @@ def _board_text(table, rows, fmt: Format) -> str:
 def check(manifests: list[Path] = typer.Argument(..., help="Manifest file(s) to validate.")):
     """Validate manifests (schema, plugins, parameters, model/dataset fit) without loading a model."""
     from xaibench import manifest as manifest_module
-    from xaibench.runner import preflight
+    from xaibench.preflight import preflight
 
     for path in manifests:
         loaded = manifest_module.load(path)

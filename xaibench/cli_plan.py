@@ -19,7 +19,7 @@ def plan(
     """Print the manifest's tasks by kind, how many are done, and the work still to do (runs nothing)."""
     from xaibench import manifest as manifest_module
     from xaibench.cache import Cache
-    from xaibench.runner import preflight
+    from xaibench.preflight import preflight
     from xaibench.tasks import plan as make_plan
 
     loaded = manifest_module.load(manifest)

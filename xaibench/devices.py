@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from xaibench.errors import UserError
+
+_DEVICE = re.compile(r"^(cpu|cuda|mps)(:\d+)?$")
+
+
+def check_device(name: str, where: str = "options.device") -> None:
+    """A UserError when the name is malformed or this machine lacks the device.
+
+    ``cpu`` is checked by its spelling alone, so `check` and a warm `run` of a CPU manifest never
+    import torch (seconds); only an accelerator's availability needs torch to answer.
+    """
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise UserError(f"{where}: unknown device {name!r}; use cpu, cuda or cuda:N")
+    if name.startswith("cpu"):
+        return
+    resolve_device(name, where)
 
 
 def resolve_device(name: str, where: str = "options.device") -> torch.device:
     """The torch device, or a UserError when the name is malformed or this machine lacks it."""
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:

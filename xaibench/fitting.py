@@ -24,10 +24,11 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from xaibench import keys, provenance
 from xaibench.api import TrainingSet
@@ -83,6 +84,8 @@ class FitSpec:
 
 def training_set(dataset: Any, split: str) -> TrainingSet:
     """A whole split in memory (the built-in training sets are a few thousand small images)."""
+    import torch
+
     batches = list(dataset.batches(split, batch_size=1024))
     if not batches:
         raise UserError(f"dataset {type(dataset).plugin_name!r} has no items in split {split!r} to train on")
@@ -96,6 +99,8 @@ def training_set(dataset: Any, split: str) -> TrainingSet:
 
 @contextlib.contextmanager
 def pinned_threads(threads: int) -> Iterator[None]:
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -104,9 +109,11 @@ def pinned_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-@torch.no_grad()
 def accuracy(module: nn.Module, data: TrainingSet, device: torch.device) -> float:
-    predictions = torch.cat([module(chunk.to(device)).argmax(1).cpu() for chunk in data.inputs.split(512)])
+    import torch
+
+    with torch.no_grad():
+        predictions = torch.cat([module(chunk.to(device)).argmax(1).cpu() for chunk in data.inputs.split(512)])
     return (predictions == data.labels).float().mean().item()
 
 
@@ -141,6 +148,8 @@ class FittedModels:
         return module
 
     def _build(self, model: Any, seed: int) -> nn.Module:
+        import torch
+
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
             torch.manual_seed(seed)
             return model.build()

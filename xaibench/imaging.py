@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision.transforms.functional import gaussian_blur
+if TYPE_CHECKING:
+    import torch
 
 from xaibench.seeding import per_item
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (B, C, H, W) with reflect padding; the kernel is cut to fit small images."""
+    from torchvision.transforms.functional import gaussian_blur
+
     if sigma <= 0:
         return images
     side = min(images.shape[-2:])
@@ -39,6 +42,8 @@ def rank_pixels(importance: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     Ties (a flat map, a saliency map with many zeros) are broken by a random order seeded per
     item, so the result depends neither on memory layout nor on the batch.
     """
+    import torch
+
     n = importance.shape[1]
     shuffle = per_item(seeds, lambda g: torch.randperm(n, generator=g), salt=1).to(importance.device)
     shuffled = torch.gather(importance, 1, shuffle)

@@ -18,7 +18,7 @@ from typing import Any
 
 from xaibench import registry
 from xaibench.cache import canonical_json
-from xaibench.devices import resolve_device
+from xaibench.devices import check_device
 from xaibench.errors import UserError
 from xaibench.gate_schema import CONTROLS, Gate, parse_gates  # noqa: F401  (CONTROLS re-exported)
 from xaibench.manifest_yaml import Locator, load_yaml
@@ -249,7 +249,7 @@ def _options(raw: Any, locate: Locator) -> Options:
         if len(set(seeds)) != len(seeds):
             raise UserError(f"{locate('options', 'seeds')}: seeds repeat")
         values["seeds"] = tuple(seeds)
-    resolve_device(values.get("device", "cpu"), where=locate("options", "device"))
+    check_device(values.get("device", "cpu"), where=locate("options", "device"))
     return Options(**values)
 
 

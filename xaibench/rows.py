@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from xaibench import provenance
 from xaibench.api import Batch, Curve
@@ -37,6 +38,8 @@ def higher_is_better(metric_cls: type, score: str) -> bool:
 
 def task_columns(task: Any, ctx: Any, device: str) -> dict[str, Any]:
     """The columns every row of a score task shares."""
+    import torch
+
     job = task.job
     model, dataset, method = job.model.instance(), job.dataset.instance(), job.method.instance()
     metric = job.metric.instance()
@@ -72,6 +75,8 @@ def task_columns(task: Any, ctx: Any, device: str) -> dict[str, Any]:
 
 def check_scores(scores: Any, n: int, metric_name: str) -> None:
     """A metric must return named (n,) tensors or Curves of (n, K) values at K points."""
+    import torch
+
     if not isinstance(scores, dict) or not scores:
         raise ValueError(f"metric {metric_name!r} returned {type(scores).__name__}, expected a dict of named scores")
     for name, value in scores.items():

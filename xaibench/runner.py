@@ -18,9 +18,10 @@ from pathlib import Path
 
 from xaibench import provenance, results
 from xaibench.cache import Cache
-from xaibench.errors import IncompatibleError, UserError
+from xaibench.errors import UserError
 from xaibench.executors import Executor, InProcess
 from xaibench.manifest import Manifest
+from xaibench.preflight import preflight
 from xaibench.tasks import Plan, RunContext, Task, job_label, plan
 from xaibench.work import COUNTERS
 
@@ -99,7 +100,7 @@ class Runner:
 
     def run(self) -> RunReport:
         started = time.perf_counter()
-        preflight(self.manifest)
+        preflight(self.manifest, self.cache)
         self.cache.ensure_writable()
         ensure_folder(self.results_dir, "results folder", "--results")
         self.plan = plan(self.manifest, self.cache, self.results_dir)
@@ -175,50 +176,6 @@ def plugin_sources(manifest: Manifest) -> tuple[str, ...]:
             spec = str((base / spec).resolve())
         out.append(spec)
     return tuple(out)
-
-
-def preflight(manifest: Manifest) -> None:
-    """Checks that need no trained weights: each dataset's split, metric requirements against
-    what each dataset provides, incompatible (method, model) pairs."""
-    for dataset_spec in manifest.datasets:
-        dataset = dataset_spec.instance()
-        try:
-            dataset.count(manifest.options.split)
-        except UserError as error:
-            raise UserError(f"{dataset_spec.where}: {error}") from None
-        provides = getattr(type(dataset), "provides", frozenset())
-        for metric in manifest.metrics:
-            instance = metric.instance()
-            # A metric whose needs depend on its parameters (mass_in_mask's `mask`) says so itself.
-            needs = instance.requirements() if hasattr(instance, "requirements") else type(instance).requires
-            missing = sorted(set(needs) - set(provides))
-            if missing:
-                raise UserError(
-                    f"{metric.where}: metric {metric.name!r} requires {', '.join(missing)}, which dataset "
-                    f"{dataset_spec.name!r} does not provide (it provides: "
-                    f"{', '.join(sorted(provides)) or 'nothing extra'})"
-                )
-    retraining = [m.name for m in manifest.metrics if hasattr(m.instance(), "needs")]
-    for model_spec in manifest.models:
-        if retraining and not hasattr(model_spec.instance(), "fit"):
-            raise UserError(
-                f"{model_spec.where}: metric {retraining[0]!r} retrains the model, and model "
-                f"{model_spec.name!r} cannot be trained (it has no fit); use a trainable model"
-            )
-        try:
-            module = model_spec.instance().build()
-        except UserError as error:
-            raise UserError(f"{model_spec.where}: {error}") from None
-        except (ValueError, TypeError, RuntimeError, OverflowError) as error:
-            # A parameter the plugin accepted but cannot build with: one line, never a traceback.
-            raise UserError(f"{model_spec.where}: model {model_spec.name!r} cannot be built: {error}") from None
-        for method_spec in manifest.methods:
-            method = method_spec.instance()
-            if hasattr(method, "check"):
-                try:
-                    method.check(module)
-                except IncompatibleError as error:
-                    raise UserError(f"{method_spec.where}: with model {model_spec.name!r}: {error}") from None
 
 
 def ensure_folder(folder: Path, what: str, option: str) -> None:

@@ -26,12 +26,12 @@ SSIM of a constant map is defined (the map normalises to all zeros).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Similarity = Literal["spearman_abs", "spearman", "ssim", "hog"]
 CONSTANT_MAP_REASON = "a map is constant, so its rank correlation is undefined"
@@ -46,6 +46,8 @@ def _pixel_map(maps: Tensor, signed: bool) -> Tensor:
 
 def average_ranks(values: Tensor) -> Tensor:
     """Ranks 1..N along the last axis of (B, N), ties sharing their average rank (batched, no loop)."""
+    import torch
+
     b, n = values.shape
     ordered, order = values.sort(dim=1, stable=True)
     starts = torch.ones_like(ordered, dtype=torch.bool)
@@ -61,6 +63,8 @@ def average_ranks(values: Tensor) -> Tensor:
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Pearson correlation of (B, N) tensors; NaN where a row has no variance or a non-finite value."""
+    import torch
+
     a, b = a.double(), b.double()
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
@@ -70,6 +74,8 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _finite_rows(*tensors: Tensor) -> Tensor:
+    import torch
+
     ok = torch.ones(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
     for t in tensors:
         ok &= torch.isfinite(t.flatten(1)).all(1)
@@ -77,11 +83,15 @@ def _finite_rows(*tensors: Tensor) -> Tensor:
 
 
 def _nan_unless(ok: Tensor, values: Tensor) -> Tensor:
+    import torch
+
     return torch.where(ok, values, torch.full_like(values, float("nan")))
 
 
 def spearman(a: Tensor, b: Tensor, signed: bool = True) -> Tensor:
     """Spearman rank correlation per item of two (B, C, H, W) map batches (average ranks for ties)."""
+    import torch
+
     x, y = _pixel_map(a, signed).flatten(1), _pixel_map(b, signed).flatten(1)
     ok = _finite_rows(x, y)
     x, y = torch.where(ok[:, None], x, 0.0), torch.where(ok[:, None], y, 0.0)
@@ -94,6 +104,8 @@ def spearman_abs(a: Tensor, b: Tensor) -> Tensor:
 
 def normalised(maps: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, H, W) absolute maps min-max scaled to [0, 1] per item (a constant map -> 0)."""
+    import torch
+
     pixel = _pixel_map(maps, signed=False)
     low = pixel.flatten(1).min(1).values[:, None, None]
     span = pixel.flatten(1).max(1).values[:, None, None] - low
@@ -107,6 +119,9 @@ def ssim_window(height: int, width: int) -> int:
 
 def ssim(a: Tensor, b: Tensor) -> Tensor:
     """Mean SSIM per item of the normalised absolute maps (skimage's definition, uniform window)."""
+    import torch
+    import torch.nn.functional as F
+
     x, y = normalised(a).unsqueeze(1), normalised(b).unsqueeze(1)
     ok = _finite_rows(x, y)
     x, y = torch.nan_to_num(x), torch.nan_to_num(y)
@@ -133,6 +148,7 @@ def hog_cell(height: int, width: int) -> int:
 
 def hog_features(maps: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, F) HOG features of the normalised absolute maps (scikit-image, per item)."""
+    import torch
     from skimage.feature import hog as skimage_hog
 
     pixel = torch.nan_to_num(normalised(maps)).cpu().numpy()

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from xaibench.api import TrainingSet
 
 
@@ -30,6 +28,8 @@ class PermutedLabels:
         return {"seed": self.seed}
 
     def apply(self, data: TrainingSet, split: str, context: Any = None) -> TrainingSet:
+        import torch
+
         if split != "train":
             return data
         generator = torch.Generator().manual_seed(self.seed)

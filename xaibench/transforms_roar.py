@@ -23,14 +23,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from xaibench.api import TrainingSet
 from xaibench.imaging import importance_map, rank_pixels
-from xaibench.imputation import impute
 from xaibench.seeding import item_seeds
 
 SEED_PURPOSE = "metric:roar"  # the purpose the runner uses for the `roar` metric's seeds
@@ -47,6 +46,8 @@ def removed_count(fraction: float, pixels: int) -> int:
 
 def removal_masks(maps: Tensor, fraction: float, mode: str, reduce: str, seeds: Tensor) -> Tensor:
     """(B, 1, H, W) bool: True where a pixel is removed (ROAR: the top fraction; KAR: the rest)."""
+    import torch
+
     b, _, h, w = maps.shape
     k = removed_count(fraction, h * w)
     order = rank_pixels(importance_map(maps, reduce), seeds.cpu()).to(maps.device)
@@ -58,9 +59,13 @@ def removal_masks(maps: Tensor, fraction: float, mode: str, reduce: str, seeds: 
 
 def fill(images: Tensor, removed: Tensor, how: str, mean: tuple[float, ...], seeds: Tensor) -> Tensor:
     """Images with the ``removed`` pixels replaced by the training mean or by noisy linear imputation."""
+    import torch
+
     if how == "mean":
         value = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return torch.where(removed, value, images)
+    from xaibench.imputation import impute  # imports torch: only when a task fills images
+
     return impute(images, removed, NLI_NOISE, seeds.cpu())
 
 
@@ -127,6 +132,8 @@ class RoarRemoval:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def apply(self, data: TrainingSet, split: str, context: Any = None) -> TrainingSet:
+        import torch
+
         key = self.train_key if split == "train" else self.test_key
         if context is None:
             raise ValueError("roar_removal reads cached attributions: it needs the run's context")

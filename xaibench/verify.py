@@ -14,8 +14,10 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from xaibench import registry
 from xaibench.api import Batch
@@ -50,6 +52,8 @@ def _spec(kind: str, name: str, params_json: str) -> PluginSpec:
 
 def _items(dataset_spec: PluginSpec, split: str, ids: list[str]) -> Batch:
     """The batch of exactly these items, in this order."""
+    import torch
+
     dataset = dataset_spec.instance()
     order = {item: n for n, item in enumerate(item_ids(dataset, split, None))}
     found: dict[str, Batch] = {}
@@ -67,11 +71,15 @@ def _items(dataset_spec: PluginSpec, split: str, ids: list[str]) -> Batch:
 class Recomputer:
     def __init__(self, cache: Cache):
         # Runs compute with one intra-op thread by default; so does the check (see cli._execute).
+        import torch
+
         torch.set_num_threads(1)
         self.cache = cache
         self.models = FittedModels(cache, torch.device("cpu"), log=lambda message: None)
 
     def maps(self, recipe: dict, ids: list[str]) -> tuple[torch.Tensor, Batch, torch.Tensor, torch.Tensor]:
+        import torch
+
         module = self.models.get(FitSpec(_spec("model", *recipe["model"])))
         items = _items(_spec("dataset", *recipe["dataset"]), recipe["split"], ids)
         with torch.no_grad():

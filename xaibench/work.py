@@ -18,9 +18,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from xaibench import registry, results
 from xaibench.api import Batch
@@ -38,6 +39,8 @@ class Session:
     """Per-process state of one run: cache, device, fitted modules, loaded plugins."""
 
     def __init__(self, ctx: RunContext, log: Callable[[str], None] = print):
+        import torch
+
         registry.load_builtins()
         for source in ctx.plugins:
             registry.load_plugin_source(source, None, where=f"plugin {source}")
@@ -137,6 +140,8 @@ def _on_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def _logits(state: Session, key: str, module, items: Batch, summary: dict) -> torch.Tensor:
+    import torch
+
     found = state.cache.get("logits", key, items.ids)
     todo = [n for n, i in enumerate(items.ids) if i not in found]
     if todo:
@@ -157,6 +162,8 @@ def _targets(state: Session, items: Batch, logits: torch.Tensor, mode: str | Non
 
 
 def _compute_maps(method, module, items: Batch, target: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    import torch
+
     maps = method.attribute(module, items.inputs, target, seeds)
     if not isinstance(maps, torch.Tensor) or maps.shape != items.inputs.shape or not maps.is_floating_point():
         got = f"{tuple(maps.shape)} {maps.dtype}" if isinstance(maps, torch.Tensor) else type(maps).__name__
@@ -190,6 +197,8 @@ def _attribute(state: Session, task: AttributeTask, summary: dict) -> None:
 
 
 def _score(state: Session, task: ScoreTask, summary: dict) -> None:
+    import torch
+
     ctx, options = state.ctx, state.ctx.options
     results_dir = Path(ctx.results_dir)
     todo = set(task.ids) - results.done_in_parts(results_dir, task.keys.score)
@@ -239,6 +248,8 @@ def _score(state: Session, task: ScoreTask, summary: dict) -> None:
 
 def _maps(state, task: ScoreTask, method, module, items: Batch, target, seeds, summary) -> tuple[torch.Tensor, float]:
     """The cached maps; any that went missing (a damaged shard) are recomputed and stored."""
+    import torch
+
     key = task.keys.attribution
     found = state.cache.get("attributions", key, items.ids)
     missing = [n for n, i in enumerate(items.ids) if i not in found]

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.errors import UserError
@@ -205,6 +204,8 @@ class BamFolder:
         return [f"bam-{name.rsplit('.', 1)[0]}" for name in files]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         index, root = self._index(), self._root
         total = self.count(split)
         n = total if limit is None else min(limit, total)

@@ -24,11 +24,12 @@ import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
-from scipy import ndimage
+
+if TYPE_CHECKING:
+    import torch
 
 from xaibench.api import Batch
 from xaibench.errors import UserError
@@ -76,6 +77,8 @@ def _pool(split: str, digit: int) -> np.ndarray:
 
 def texture(scene: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """(3, n, n) float32 texture of scene class ``scene``; phase, scale and colours jitter per item."""
+    from scipy import ndimage
+
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     period = n / 5.0 * rng.uniform(0.85, 1.15)
     phase = rng.uniform(0, 2 * np.pi)
@@ -181,6 +184,8 @@ class BamSynth:
 
     def item(self, split: str, index: int) -> dict[str, np.ndarray | int]:
         """One item: image, scene_only, patched image, object mask, patch mask, object and scene labels."""
+        from scipy import ndimage
+
         n = self.size
         obj, scene = self.pair(split, index)
         rng = np.random.default_rng([self.seed, _SPLIT_CODE[split], index])
@@ -239,6 +244,8 @@ class BamSynth:
             yield _recent(self, split, first, stop) if stop - first <= 256 else self._batch(split, first, stop)
 
     def _batch(self, split: str, first: int, stop: int) -> Batch:
+        import torch
+
         items = [self.item(split, i) for i in range(first, stop)]
 
         def stack(key: str) -> torch.Tensor:

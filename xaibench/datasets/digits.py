@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split, iterate
+from xaibench.memo import remembered
 from xaibench.registry import register
 
 
@@ -31,11 +33,37 @@ def _load(test_fraction: float, split_seed: int):
     return images, labels, {"train": np.sort(train), "test": np.sort(test)}
 
 
+def _source() -> dict:
+    """What the bundled data depends on, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    stat = path.stat()
+    return {"file": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sklearn": version("scikit-learn")}
+
+
 @functools.lru_cache(maxsize=1)
 def _revision() -> str:
     """Hash of the bundled pixels and labels: pins the data whatever scikit-learn ships."""
-    images, labels, _ = _load(0.2, 0)
-    return f"sklearn-digits-{hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]}"
+
+    def compute() -> str:
+        images, labels, _ = _load(0.2, 0)
+        return f"sklearn-digits-{hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]}"
+
+    return remembered("digits-revision", _source(), compute)
+
+
+@functools.lru_cache(maxsize=4)
+def _split_indices(test_fraction: float, split_seed: int) -> dict[str, np.ndarray]:
+    """Split -> sorted indices, remembered so `check` and a warm `run` need no scikit-learn import."""
+
+    def compute() -> dict[str, list[int]]:
+        return {name: index.tolist() for name, index in _load(test_fraction, split_seed)[2].items()}
+
+    components = {**_source(), "test_fraction": test_fraction, "split_seed": split_seed}
+    return {
+        name: np.asarray(index, dtype=np.int64)
+        for name, index in remembered("digits-split", components, compute).items()
+    }
 
 
 @register("dataset", "digits")
@@ -80,13 +108,16 @@ class Digits:
 
     def count(self, split: str) -> int:
         check_split(split, "digits")
-        return len(self._raw[2][split])
+        return len(_split_indices(self.test_fraction, self.split_seed)[split])
 
     def item_ids(self, split: str, limit: int | None = None) -> list[str]:
         check_split(split, "digits")
-        return [f"digits-{i:04d}" for i in self._raw[2][split][:limit]]
+        return [f"digits-{i:04d}" for i in _split_indices(self.test_fraction, self.split_seed)[split][:limit]]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+        import torch.nn.functional as F
+
         check_split(split, "digits")
         images, labels, splits = self._raw
         index = splits[split][start:limit]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split
@@ -42,6 +41,8 @@ class Generated:
         return [f"{self.prefix}-{split}-{i:06d}" for i in self._range(split, limit)]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         indices = self._range(split, limit, start)
         for first in range(indices.start, indices.stop, batch_size):
             chunk = range(first, min(first + batch_size, indices.stop))

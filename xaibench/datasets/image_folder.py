@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.errors import UserError
@@ -216,6 +215,8 @@ class ImageFolder:
         return [item_id for item_id, _, _ in self._items(split)[:limit]]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         items = self._items(split)[start:limit]
         resize = self.resize or self.crop
         for first in range(0, len(items), batch_size):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split, iterate
@@ -105,6 +104,8 @@ class Mnist:
         return [f"mnist5k-{i:04d}" for i in self._index(split, limit)]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         images, labels = _pixels()
         index = self._index(split, limit, start)
         ids = [f"mnist5k-{i:04d}" for i in index]

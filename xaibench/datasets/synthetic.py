@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split
@@ -97,6 +96,8 @@ class Synthetic:
         return [f"synthetic-{split}-{i:06d}" for i in range(n)]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         total = self.count(split)
         n = total if limit is None else min(limit, total)
         for first in range(start, n, batch_size):

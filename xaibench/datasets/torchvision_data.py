@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
 
 from xaibench.api import Batch
 from xaibench.datasets.splits import check_split
@@ -45,6 +44,7 @@ DATA_FOLDER = {
 @functools.lru_cache(maxsize=4)
 def _load(name: str, root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, C, H, W) uint8 and (N,) int64 of one split, read once per process."""
+    import torch
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, name)
@@ -122,6 +122,8 @@ class TorchvisionDataset:
         return [f"{self.name.lower()}-{split}-{i:06d}" for i in range(n)]
 
     def batches(self, split: str, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[Batch]:
+        import torch
+
         images, labels = self._data(split)
         stop = len(labels) if limit is None else min(limit, len(labels))
         for first in range(start, stop, batch_size):

@@ -19,18 +19,27 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-from captum.attr import GuidedBackprop
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.errors import IncompatibleError
 from xaibench.registry import register
 
-_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Dropout, nn.Dropout2d, nn.Identity)
+
+def _pooling() -> tuple[type, ...]:
+    from torch import nn
+
+    return (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _elementwise() -> tuple[type, ...]:
+    from torch import nn
+
+    return (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Dropout, nn.Dropout2d, nn.Identity)
+
+
 # model -> {(input shape, layer name): CamLayer}; weak keys so a dropped model frees its entry.
 _FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -56,6 +65,8 @@ class CamLayer:
 
 
 def is_script(model: nn.Module) -> bool:
+    import torch
+
     return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
 
 
@@ -91,6 +102,8 @@ def _named(model: nn.Module, name: str, method: str) -> CamLayer:
 
 def check_cam(model: nn.Module, name: str, method: str) -> None:
     """Refuse, before any work, a model whose layers cannot be hooked or that has no spatial layer."""
+    from torch import nn
+
     where = f"{method} cannot explain {type(model).__name__}"
     if is_script(model):
         raise IncompatibleError(f"{where}: a TorchScript model's layers cannot be hooked; use a gradient method")
@@ -106,9 +119,13 @@ def check_cam(model: nn.Module, name: str, method: str) -> None:
 
 def find_layer(model: nn.Module, inputs: Tensor, name: str, method: str) -> CamLayer:
     """The layer to explain at (see the module doc), by one hooked forward pass of one item."""
+    import torch
+    from torch import Tensor
+
     check_cam(model, name, method)
     if name:
         return _named(model, name, method)
+    pooling, elementwise = _pooling(), _elementwise()
     tokens = _token_layer(model)
     if tokens is not None:
         return tokens
@@ -131,8 +148,8 @@ def find_layer(model: nn.Module, inputs: Tensor, name: str, method: str) -> CamL
             # applied to the map just found is that map less its sign: keep the layer before
             # (the last Conv2d of a plain CNN). A container returning such a map is skipped too.
             if (
-                isinstance(module, _POOLING)
-                or (isinstance(module, _ELEMENTWISE) and order and args and args[0] is order[-1][1])
+                isinstance(module, pooling)
+                or (isinstance(module, elementwise) and order and args and args[0] is order[-1][1])
                 or any(output is t for t in skipped)
             ):
                 skipped.append(output)
@@ -157,6 +174,9 @@ def find_layer(model: nn.Module, inputs: Tensor, name: str, method: str) -> CamL
 
 def grad_cam(model: nn.Module, layer: CamLayer, inputs: Tensor, target: Tensor) -> Tensor:
     """(B, 1, h, w) ReLU of the gradient-weighted channel sum of the layer's map."""
+    import torch
+    import torch.nn.functional as F
+
     captured: list[Tensor] = []
 
     def keep(module, args, output):
@@ -179,6 +199,8 @@ def grad_cam(model: nn.Module, layer: CamLayer, inputs: Tensor, target: Tensor) 
 def conv_layer(model: nn.Module, name: str, method: str) -> nn.Module:
     """The named module, or the last Conv2d when ``name`` is empty (kept for layer methods that
     need a module without running the model; ``find_layer`` is the spatial-output search)."""
+    from torch import nn
+
     if name:
         return _named(model, name, method).module
     check_cam(model, name, method)
@@ -208,6 +230,8 @@ class GradCam:
         check_cam(model, self.layer, "grad_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
         cam = grad_cam(model, find_layer(model, inputs, self.layer, "grad_cam"), inputs, target)
         cam = F.interpolate(cam.detach(), size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
         return cam.expand_as(inputs).contiguous()
@@ -230,6 +254,10 @@ class GuidedGradCamMethod:
         check_cam(model, self.layer, "guided_grad_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+        from captum.attr import GuidedBackprop
+
         cam = grad_cam(model, find_layer(model, inputs, self.layer, "guided_grad_cam"), inputs, target)
         cam = F.interpolate(cam.detach(), size=tuple(inputs.shape[-2:]), mode="nearest")
         with torch.enable_grad():

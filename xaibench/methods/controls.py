@@ -7,11 +7,10 @@ They ignore the model (sobel looks only at the image), so a real method must bea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.imaging import blur
 from xaibench.registry import register
@@ -22,6 +21,8 @@ MAX_SIGMA = 1000.0  # pixels; the blur kernel is cut to the image, so larger onl
 
 def random_map(inputs: Tensor, seeds: Tensor) -> Tensor:
     """i.i.d. uniform importance per pixel from each item's seed, shape (B, 1, H, W)."""
+    import torch
+
     shape = (1, *inputs.shape[-2:])
     return per_item(seeds, lambda g: torch.rand(shape, generator=g), salt=4).to(inputs.device)
 
@@ -65,6 +66,9 @@ class SobelControl:
     version: ClassVar[str] = "1"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+
         grey = inputs.mean(dim=1, keepdim=True)
         kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=inputs.device)
         kernels = torch.stack([kx, kx.T]).unsqueeze(1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.imaging import blur
 from xaibench.registry import register
@@ -35,6 +35,8 @@ def smooth_max_operator(size: tuple[int, int], step: int, sigma: float) -> tuple
     the P pixels of the padded mask and their K nearest grid points: weights (P, K), whether
     each is in the neighbourhood (P, K) bool, the grid points' indices (P, K), and the margin.
     """
+    import torch
+
     height, width = size
     margin = math.ceil(sigma)
     reach = math.ceil((margin + sigma + step) / step)
@@ -111,6 +113,8 @@ class ExtremalPerturbation:
                 raise ValueError(f"{name} must be a finite number between 0 (automatic) and 1000 pixels, got {value}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+
         batch = len(inputs)
         height, width = inputs.shape[-2:]
         side = min(height, width)

@@ -11,27 +11,33 @@ in eval mode). ``decompose`` returns these raw parts; ``fullgrad`` post-processe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.errors import IncompatibleError
 from xaibench.methods.cam import is_script
-from xaibench.models.cnn import Normalize
 from xaibench.registry import register
+
 
 # Modules that are affine in their input, y = A(x) + b, whose offset b is a "bias" of the
 # decomposition. BatchNorm (eval) has the effective bias beta - gamma * mean / sqrt(var + eps);
 # xaibench's Normalize has -mean / std. Any other module is treated as bias-free.
-AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm, Normalize)
+def affine_types() -> tuple[type, ...]:
+    from torch import nn
+
+    from xaibench.models.layers import Normalize
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm, Normalize)
 
 
 def _has_offset(module: nn.Module) -> bool:
+    from torch import nn
+
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
         return module.bias is not None
-    return isinstance(module, AFFINE)
+    return isinstance(module, affine_types())
 
 
 def check_fullgrad(model: nn.Module) -> None:
@@ -41,6 +47,8 @@ def check_fullgrad(model: nn.Module) -> None:
     (``nn.MultiheadAttention``, so every torchvision ViT and Swin) applies its projections as
     functions: their biases escape the hooks and ``out_proj`` never runs as a module.
     """
+    from torch import nn
+
     where = f"fullgrad cannot explain {type(model).__name__}"
     if is_script(model):
         raise IncompatibleError(f"{where}: a TorchScript model's bias layers cannot be hooked")
@@ -59,6 +67,8 @@ def decompose(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor,
     positions it is grad_b * b). For a piecewise-linear model in eval mode, the sum of all parts
     of an item equals its target output (the logit).
     """
+    import torch
+
     modules = [(name, m) for name, m in model.named_modules() if _has_offset(m)]
     outputs: list[Tensor] = []
     offsets: list[Tensor] = []
@@ -96,6 +106,8 @@ def decompose(model: nn.Module, inputs: Tensor, target: Tensor) -> tuple[Tensor,
 
 def _post_process(part: Tensor, size: tuple[int, int]) -> Tensor:
     """The paper's code: abs, per-item min-max to [0, 1], bilinear upsampling, sum over channels."""
+    import torch.nn.functional as F
+
     part = part.abs()
     flat = part.flatten(1)
     low = flat.amin(1).view(-1, 1, 1, 1)

@@ -7,20 +7,12 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from captum.attr import (
-    Deconvolution,
-    DeepLift,
-    GradientShap,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    Saliency,
-)
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.errors import IncompatibleError
 from xaibench.methods.cam import is_script
@@ -55,6 +47,9 @@ class SaliencyMethod:
     version: ClassVar[str] = "1"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import Saliency
+
         with torch.enable_grad():
             return Saliency(model).attribute(inputs, target=target, abs=False).detach()
 
@@ -67,6 +62,9 @@ class InputXGradientMethod:
     version: ClassVar[str] = "1"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import InputXGradient
+
         with torch.enable_grad():
             return InputXGradient(model).attribute(inputs, target=target).detach()
 
@@ -87,6 +85,9 @@ class IntegratedGradientsMethod:
             raise ValueError(f"n_steps must be at least 1 and at most 10,000, got {self.n_steps}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import IntegratedGradients
+
         with torch.enable_grad():
             return (
                 IntegratedGradients(model)
@@ -119,6 +120,9 @@ class GuidedBackpropMethod:
         )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import GuidedBackprop
+
         with torch.enable_grad():
             return GuidedBackprop(model).attribute(inputs, target=target).detach()
 
@@ -138,6 +142,9 @@ class DeconvolutionMethod:
         )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import Deconvolution
+
         with torch.enable_grad():
             return Deconvolution(model).attribute(inputs, target=target).detach()
 
@@ -157,6 +164,9 @@ class DeepLiftMethod:
         )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import DeepLift
+
         with torch.enable_grad():
             return DeepLift(model).attribute(inputs, baselines=torch.zeros_like(inputs), target=target).detach()
 
@@ -184,6 +194,9 @@ class GradientShapMethod:
             raise ValueError(f"stdevs must be a finite number between 0 and 10, got {self.stdevs}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import GradientShap
+
         explainer = GradientShap(model)
         maps = []
         with torch.enable_grad():

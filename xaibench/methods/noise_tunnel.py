@@ -11,11 +11,11 @@ NoiseTunnel's ``smoothgrad``, ``smoothgrad_sq`` and ``vargrad``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from captum.attr import Saliency
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 from xaibench.registry import register
 from xaibench.seeding import per_item
@@ -44,6 +44,9 @@ def noisy_gradients(
     S into chunks of at most ``max_elements`` input elements (at least one sample per pass), so
     the chunking changes memory, not the gradients.
     """
+    import torch
+    from captum.attr import Saliency
+
     shape = inputs.shape[1:]
     noise = per_item(seeds, lambda g: torch.randn((n_samples, *shape), generator=g), salt=3)
     noise = noise.transpose(0, 1).to(inputs.device)  # (S, B, C, H, W)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from captum.attr import FeatureAblation, Occlusion
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.registry import register
 
@@ -40,6 +39,9 @@ class OcclusionMethod:
         _check_per_eval(self.perturbations_per_eval)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import Occlusion
+
         channels, height, _ = inputs.shape[1:]
         window = self.window or max(2, height // 8)
         stride = self.stride or max(1, window // 2)
@@ -71,6 +73,9 @@ class FeatureAblationMethod:
         _check_per_eval(self.perturbations_per_eval)
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import FeatureAblation
+
         _, height, width = inputs.shape[1:]
         patch = self.patch or max(1, height // 16)
         rows = torch.arange(height, device=inputs.device) // patch

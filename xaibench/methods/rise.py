@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 from xaibench.metrics.perturbation import PASS_ELEMENTS
 from xaibench.registry import register
@@ -19,6 +19,9 @@ def rise_masks(n_masks: int, grid: int, p: float, size: tuple[int, int], g: torc
     """RISE's masks, (N, 1, H, W) in [0, 1]: a ``grid`` x ``grid`` binary grid (each cell kept
     with probability ``p``), upsampled bilinearly to (grid + 1) cells of ceil(side / grid)
     pixels, and cropped to the input at a random shift of 0 to cell - 1 pixels per axis."""
+    import torch
+    import torch.nn.functional as F
+
     height, width = size
     cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
     cells = (torch.rand(n_masks, 1, grid, grid, generator=g) < p).float()
@@ -59,6 +62,8 @@ class Rise:
             raise ValueError(f"p must be in (0, 1), got {self.p}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+
         size = tuple(inputs.shape[-2:])
         per_pass = max(1, PASS_ELEMENTS.get(inputs.device.type, PASS_ELEMENTS["cpu"]) // inputs[0].numel())
         maps = []

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.errors import IncompatibleError
 from xaibench.methods.cam import _vision_transformer, is_script
@@ -32,6 +31,9 @@ from xaibench.registry import register
 
 def attention_weights(attention: nn.MultiheadAttention, x: Tensor) -> Tensor:
     """(B, heads, T, T) self-attention weights of ``attention`` on tokens ``x`` (B, T, D), batch-first."""
+    import torch
+    import torch.nn.functional as F
+
     heads = attention.num_heads
     batch, tokens, dim = x.shape
     qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
@@ -41,6 +43,8 @@ def attention_weights(attention: nn.MultiheadAttention, x: Tensor) -> Tensor:
 
 def rollout(attentions: list[Tensor], head_fusion: str, discard_ratio: float) -> Tensor:
     """(B, T, T) rollout of per-layer (B, heads, T, T) attention weights, first layer first."""
+    import torch
+
     batch, _, tokens, _ = attentions[0].shape
     eye = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
     result = eye.expand(batch, tokens, tokens)
@@ -85,6 +89,9 @@ class AttentionRollout:
             )
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+
         self.check(model)
         _, vit = _vision_transformer(model)
         attentions: list[Tensor] = []

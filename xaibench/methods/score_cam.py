@@ -10,11 +10,10 @@ bilinearly to the input and repeat it over channels, like ``grad_cam``. Neither 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.methods.cam import CamLayer, check_cam, find_layer
 from xaibench.metrics.perturbation import PASS_ELEMENTS
@@ -24,6 +23,8 @@ from xaibench.registry import register
 def layer_activations(model: nn.Module, layer: nn.Module | CamLayer, inputs: Tensor) -> Tensor:
     """The output of ``layer`` for ``inputs`` (one forward pass, no gradients) as (B, K, h, w): a
     ``CamLayer``'s token sequence is reshaped to its grid. The hook is removed."""
+    import torch
+
     found = layer if isinstance(layer, CamLayer) else CamLayer("", layer)
     captured: list[Tensor] = []
     handle = found.module.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
@@ -37,6 +38,8 @@ def layer_activations(model: nn.Module, layer: nn.Module | CamLayer, inputs: Ten
 
 def to_input(cam: Tensor, inputs: Tensor) -> Tensor:
     """(B, 1, h, w) layer-resolution map -> (B, C, H, W): bilinear upsampling, repeated over channels."""
+    import torch.nn.functional as F
+
     cam = F.interpolate(cam, size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
     return cam.expand_as(inputs).contiguous()
 
@@ -66,6 +69,9 @@ class ScoreCam:
         check_cam(model, self.layer, "score_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+
         layer = find_layer(model, inputs, self.layer, "score_cam")
         activations = layer_activations(model, layer, inputs)  # (B, K, h, w)
         batch, channels = activations.shape[:2]
@@ -114,6 +120,8 @@ class EigenCam:
         check_cam(model, self.layer, "eigen_cam")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+
         layer = find_layer(model, inputs, self.layer, "eigen_cam")
         activations = layer_activations(model, layer, inputs)
         batch, _, height, width = activations.shape

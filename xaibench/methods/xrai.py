@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
-from captum.attr import IntegratedGradients
-from skimage.morphology import dilation, disk
-from skimage.segmentation import felzenszwalb
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.registry import register
 
@@ -30,6 +28,9 @@ def segment_masks(image: np.ndarray) -> np.ndarray:
     its own resolution (the reference resizes to 224 x 224 first), so the minimum segment size
     and the dilation radius are scaled by the image's size relative to 224.
     """
+    from skimage.morphology import dilation, disk
+    from skimage.segmentation import felzenszwalb
+
     channels, height, width = image.shape
     ratio = height * width / REFERENCE_SIDE**2
     picture = image[0] * 2 - 1 if channels == 1 else np.moveaxis(image, 0, -1) * 2 - 1
@@ -104,6 +105,9 @@ class Xrai:
             raise ValueError(f"output must be 'rank' or 'gain', got {self.output!r}")
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+        import torch
+        from captum.attr import IntegratedGradients
+
         ig = IntegratedGradients(model)
         with torch.enable_grad():
             black = ig.attribute(inputs, baselines=0.0, target=target, n_steps=self.n_steps)

@@ -29,10 +29,11 @@ variant's, with the method under evaluation) and one forward pass per item.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Explain
 from xaibench.registry import register
@@ -46,6 +47,8 @@ def normalise(attributions: Tensor, normalize: Normalize = "bam") -> Tensor:
 
     A map whose scale is zero (constant) gives zeros: it points at nothing.
     """
+    import torch
+
     pixel = attributions.double().clamp(min=0).sum(1).flatten(1)
     low = pixel.amin(1, keepdim=True)
     if normalize == "bam":
@@ -61,6 +64,8 @@ def normalise(attributions: Tensor, normalize: Normalize = "bam") -> Tensor:
 
 def region_attribution(attributions: Tensor, region: Tensor, normalize: Normalize = "bam") -> Tensor:
     """Mean normalised importance inside ``region`` ((B, 1, H, W) bool); NaN for an empty region."""
+    import torch
+
     importance = normalise(attributions, normalize)
     mask = region.to(importance.device).flatten(1).to(importance.dtype)
     area = mask.sum(1)
@@ -131,6 +136,8 @@ class InputDependence(_BamMetric):
     def score(
         self, model: nn.Module, batch: Batch, target: Tensor, attributions: Tensor, explain: Explain, seeds: Tensor
     ) -> dict[str, Tensor]:
+        import torch
+
         masks = _masks(batch)
         scene_only = _extra(batch, "variant:scene_only", attributions.device)
         with torch.no_grad():
@@ -178,6 +185,8 @@ class InputIndependence(_BamMetric):
     def score(
         self, model: nn.Module, batch: Batch, target: Tensor, attributions: Tensor, explain: Explain, seeds: Tensor
     ) -> dict[str, Tensor]:
+        import torch
+
         device = attributions.device
         patched = _extra(batch, "variant:patch", device)
         region = _extra(batch, "mask:patch", device)

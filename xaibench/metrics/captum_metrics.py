@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from captum.metrics import infidelity, sensitivity_max
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Explain
 from xaibench.metrics.perturbation import PASS_ELEMENTS
@@ -27,7 +27,7 @@ from xaibench.seeding import generator
 
 INFIDELITY_SALT, SENSITIVITY_SALT = 3, 4  # distinct draws from the other uses of an item's seed
 
-Sampler = Callable[[torch.Size, torch.Generator], Tensor]
+Sampler = Callable[["torch.Size", "torch.Generator"], "Tensor"]
 
 
 class ItemNoise:
@@ -43,6 +43,8 @@ class ItemNoise:
         self.sample = sample
 
     def __call__(self, expanded: Tensor) -> Tensor:
+        import torch
+
         repeats, remainder = divmod(len(expanded), len(self.generators))
         assert remainder == 0, "captum passes every item the same number of times"
         shape = expanded.shape[1:]
@@ -51,10 +53,14 @@ class ItemNoise:
 
 
 def gaussian(std: float) -> Sampler:
+    import torch
+
     return lambda shape, g: torch.randn(shape, generator=g) * std
 
 
 def uniform(radius: float) -> Sampler:
+    import torch
+
     return lambda shape, g: (torch.rand(shape, generator=g) * 2 - 1) * radius
 
 
@@ -116,6 +122,8 @@ class Infidelity:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        from captum.metrics import infidelity
+
         values = infidelity(
             model,
             infidelity_perturbation(seeds, self.noise_std),
@@ -161,6 +169,9 @@ class SensitivityMax:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        import torch
+        from captum.metrics import sensitivity_max
+
         def explanation(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
             # captum passes the unperturbed inputs as a 1-tuple and runs under no_grad; it also
             # iterates over the first result as a tuple (a bare tensor would be split into rows)

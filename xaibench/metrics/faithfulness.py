@@ -22,10 +22,11 @@ Cost: ``n_subsets`` forward passes per item, batched into chunks of ``PASS_ELEME
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Explain
 from xaibench.imaging import importance_map
@@ -51,6 +52,8 @@ def draw_subsets(seeds: Tensor, n_pixels: int, n_subsets: int, count: int) -> Te
     """(B, n_subsets, n_pixels) bool: ``count`` pixels drawn without replacement per subset,
     from a generator seeded by each item's seed (the same item always gets the same subsets)."""
 
+    import torch
+
     def draw(g: torch.Generator) -> Tensor:
         chosen = torch.rand(n_subsets, n_pixels, generator=g).argsort(dim=1)[:, :count]
         return torch.zeros(n_subsets, n_pixels, dtype=torch.bool).scatter_(1, chosen, True)
@@ -64,6 +67,8 @@ def target_probability(model: nn.Module, images: Tensor, target: Tensor) -> Tens
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Pearson correlation of (B, S) tensors in float64; NaN where a row is constant."""
+    import torch
+
     a = a.double() - a.double().mean(1, keepdim=True)
     b = b.double() - b.double().mean(1, keepdim=True)
     denominator = (a.square().sum(1) * b.square().sum(1)).sqrt()
@@ -104,6 +109,8 @@ class FaithfulnessCorrelation:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        import torch
+
         inputs = batch.inputs
         items, channels, height, width = inputs.shape
         n_pixels = height * width

@@ -11,10 +11,10 @@ pass. An item with an empty mask has no defined value: NaN (the runner marks the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Explain
 from xaibench.imaging import importance_map, rank_pixels
@@ -41,6 +41,8 @@ def flat_masks(batch: Batch, attributions: Tensor, mask: str = "object") -> Tens
 
 
 def nan_where(empty: Tensor, values: Tensor) -> Tensor:
+    import torch
+
     return torch.where(empty, torch.full_like(values, float("nan")), values)
 
 
@@ -98,6 +100,8 @@ class MassInMask:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        import torch
+
         masks = flat_masks(batch, attributions, self.mask)
         positive = importance_map(attributions, self.reduce).double().clamp(min=0)
         total = positive.sum(1)
@@ -135,6 +139,8 @@ class PointingGame:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        import torch
+
         masks = flat_masks(batch, attributions)
         height, width = attributions.shape[-2:]
         top = rank_pixels(importance_map(attributions, self.reduce), seeds)[:, 0]

@@ -21,10 +21,10 @@ step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Explain
 from xaibench.imaging import blur, importance_map, rank_pixels
@@ -43,6 +43,8 @@ SCORE_NAME = {"morf": "auc", "lerf": "lerf_auc"}
 
 def fill_image(inputs: Tensor, fill: str, blur_sigma: float) -> Tensor:
     """The image removed pixels take: black (0), each channel's mean, or a blurred copy."""
+    import torch
+
     if fill == "black":
         return torch.zeros_like(inputs)
     if fill == "mean":
@@ -64,6 +66,8 @@ def switch_curve(
     start, end: (B, C, H, W); order: (B, N) pixel indices, most important first. Returns
     (B, len(fractions)).
     """
+    import torch
+
     batch, channels, height, width = start.shape
     n_pixels = height * width
     rank = torch.empty_like(order)
@@ -109,6 +113,8 @@ class _Curve:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor]:
+        import torch
+
         fractions = torch.linspace(0.0, 1.0, self.steps + 1, device=batch.inputs.device)
         order = rank_pixels(importance_map(attributions, self.reduce), seeds)
         if self.order == "lerf":

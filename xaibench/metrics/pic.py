@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Curve, Explain
 from xaibench.imaging import blur, importance_map, rank_pixels
@@ -61,6 +61,9 @@ def compressed_size(images: Tensor, codec: str = "webp") -> Tensor:
     One channel is encoded as grey, three as RGB; any other count as its channels side by side
     in one grey image. Returns (N,) float64.
     """
+    import torch
+    from PIL import Image
+
     pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     sizes = []
     for image in pixels:
@@ -79,6 +82,8 @@ def compressed_size(images: Tensor, codec: str = "webp") -> Tensor:
 
 def information_level(sizes: Tensor, blurred: Tensor, original: Tensor) -> Tensor:
     """(B, K) sizes -> normalised information in [0, 1]; NaN rows where the original is not larger."""
+    import torch
+
     span = original - blurred
     level = ((sizes - blurred[:, None]) / span.clamp_min(1e-12)[:, None]).clamp(0, 1)
     return torch.where((span > 0)[:, None], level, torch.full_like(level, float("nan")))
@@ -132,6 +137,8 @@ class Pic:
 
     def copies(self, inputs: Tensor, order: Tensor) -> Tensor:
         """(B, K, C, H, W): the fully blurred image, one re-sharpened copy per fraction, the original."""
+        import torch
+
         batch, _, height, width = inputs.shape
         pixels = height * width
         sigma = self.blur_sigma or max(1.0, min(height, width) / 4)
@@ -151,6 +158,8 @@ class Pic:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor | Curve]:
+        import torch
+
         inputs = batch.inputs
         order = rank_pixels(importance_map(attributions, self.reduce), seeds)
         images = self.copies(inputs, order)

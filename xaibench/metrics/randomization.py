@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Curve, Explain
 from xaibench.imaging import importance_map
@@ -53,6 +53,8 @@ def _initialiser(module: nn.Module):
 
 def parameter_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Module]]:
     """Modules with own parameters and an initialiser, in the order a forward pass first calls them."""
+    import torch
+
     candidates = {
         name: module
         for name, module in model.named_modules()
@@ -75,6 +77,8 @@ def parameter_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, nn.Mod
 def reinitialise(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module``'s own parameters in place with its own initialiser, seeded, on the
     CPU (device-independent weights); buffers such as BatchNorm running statistics are kept."""
+    import torch
+
     fresh = copy.deepcopy(module).cpu()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -96,6 +100,8 @@ def _own_state(module: nn.Module) -> dict[str, Tensor]:
 
 
 def _restore(module: nn.Module, state: dict[str, Tensor]) -> None:
+    import torch
+
     with torch.no_grad():
         for name, parameter in module.named_parameters(recurse=False):
             parameter.copy_(state[name])
@@ -157,6 +163,8 @@ class ModelRandomization:
     def score(
         self, model: nn.Module, batch: Batch, target: Tensor, attributions: Tensor, explain: Explain, seeds: Tensor
     ) -> dict[str, Tensor | Curve]:
+        import torch
+
         columns = []
         for _, _, maps in randomised_maps(model, batch.inputs, target, explain, self.mode, self.seed):
             columns.append(similarity(self.similarity, maps, attributions))
@@ -240,6 +248,8 @@ class RandomLogit:
         check_name(self.similarity)
 
     def score(self, model, batch, target, attributions, explain, seeds) -> dict[str, Tensor]:
+        import torch
+
         with torch.no_grad():
             classes = model(batch.inputs[:1]).shape[1]
         if classes < 2:
@@ -253,6 +263,8 @@ class RandomLogit:
 def discrete_entropy(maps: Tensor, bins: int, reduce: str) -> Tensor:
     """Entropy (nats) of the histogram of each item's importance values over ``bins`` equal bins
     between its minimum and maximum; 0 for a constant map."""
+    import torch
+
     pixel = importance_map(maps.detach().double(), reduce)
     low, high = pixel.min(1, keepdim=True).values, pixel.max(1, keepdim=True).values
     span = torch.where(high > low, high - low, torch.ones_like(high))
@@ -288,6 +300,8 @@ class EMPRT:
         _check("spearman_abs", self.seed)
 
     def score(self, model, batch, target, attributions, explain, seeds) -> dict[str, Tensor]:
+        import torch
+
         randomised = fully_randomised(model, batch.inputs, self.seed)
         maps = explain(randomised, batch.inputs, target).detach()
         before = discrete_entropy(attributions, self.bins, self.reduce)
@@ -324,6 +338,8 @@ class SMPRT:
         _check(self.similarity, self.seed)
 
     def score(self, model, batch, target, attributions, explain, seeds) -> dict[str, Tensor | Curve]:
+        import torch
+
         inputs, k = batch.inputs, self.samples
         noise = per_item(seeds, lambda g: torch.randn(k, *inputs.shape[1:], generator=g)).to(inputs.device)
         noisy = (inputs.unsqueeze(1) + self.noise * noise).flatten(0, 1)  # item-major copies

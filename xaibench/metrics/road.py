@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench.api import Batch, Curve, Explain
 from xaibench.imaging import importance_map, rank_pixels
-from xaibench.imputation import CHUNK_ELEMENTS, impute
 from xaibench.metrics.perturbation import PASS_ELEMENTS
 from xaibench.registry import register
 from xaibench.seeding import per_item
@@ -94,6 +93,8 @@ class Road:
         explain: Explain,
         seeds: Tensor,
     ) -> dict[str, Tensor | Curve]:
+        import torch
+
         inputs = batch.inputs
         n, channels, height, width = inputs.shape
         pixels = height * width
@@ -125,6 +126,11 @@ class Road:
         self, model: nn.Module, inputs: Tensor, removed: Tensor, noise: Tensor, target: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Impute every copy and send it through the model: (n, copies) probabilities and hits."""
+        import torch
+
+        # The imputer imports torch at its top: load it only when a ROAD task runs.
+        from xaibench.imputation import CHUNK_ELEMENTS, impute
+
         n, copies = removed.shape[:2]
         shape = inputs.shape[1:]
         device = inputs.device.type
@@ -150,6 +156,8 @@ class Road:
 
 def mean_level(values: Tensor, x: Tensor) -> Tensor:
     """Trapezoid area under (x, values) divided by the span of x: the curve's mean level, (B,)."""
+    import torch
+
     if len(x) == 1:
         return values[:, 0].clone()
     return torch.trapezoid(values, x, dim=1) / (x[-1] - x[0])

@@ -38,10 +38,10 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from xaibench import keys, registry
 from xaibench.api import Batch, Curve, Explain
@@ -131,6 +131,8 @@ class Roar:
         seeds: Tensor,
         fitted: dict[str, nn.Module] | None = None,
     ) -> dict[str, Curve]:
+        import torch
+
         if not fitted:
             raise ValueError("metric 'roar' scores retrained models: run it through the runner (xaibench run)")
         inputs, labels = batch.inputs, batch.labels

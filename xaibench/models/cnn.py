@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from xaibench.api import TrainingSet
 from xaibench.datasets.digits import Digits
@@ -15,24 +16,16 @@ from xaibench.models.training import train_classifier
 from xaibench.registry import register
 
 
-class Normalize(nn.Module):
-    """Per-channel standardisation inside the model, so an input of 0 means "black" for every model."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 def small_cnn(channels: int, size: int, num_classes: int, width: int) -> nn.Sequential:
     """Conv-ReLU stack, one max-pool per halving down to 8 pixels or less, then a 2-layer head.
 
     Every ReLU is its own module (guided backprop, deconvolution and DeepLift replace or hook
     ReLU modules; a functional or shared ReLU would silently give plain gradients).
     """
+    from torch import nn
+
+    from xaibench.models.layers import Normalize
+
     layers: list[nn.Module] = [
         Normalize(channels),
         nn.Conv2d(channels, width, 3, padding=1),

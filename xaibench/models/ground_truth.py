@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from xaibench.api import TrainingSet
 from xaibench.datasets.low_snr import LowSnr
 from xaibench.datasets.suppressor import Suppressor
-from xaibench.models.cnn import Normalize, small_cnn
+from xaibench.models.cnn import small_cnn
 from xaibench.models.training import train_classifier
 from xaibench.registry import register
 
@@ -23,6 +23,8 @@ from xaibench.registry import register
 def _reset(module: nn.Module, seed: int) -> None:
     """Re-initialise every layer from ``seed`` (global RNG untouched), so a fit's seed sets the
     initial weights as well as the shuffling."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for layer in module.modules():
@@ -31,6 +33,8 @@ def _reset(module: nn.Module, seed: int) -> None:
 
 
 def _fit(module: nn.Module, data: TrainingSet, seed: int, device, *, epochs: int, lr: float) -> nn.Module:
+    from xaibench.models.layers import Normalize
+
     _reset(module, seed)
     inputs, labels = data.inputs.to(device), data.labels.to(device)
     module = module.to(device)
@@ -69,6 +73,8 @@ class _GroundTruthModel:
         return self.train_data().shape
 
     def build(self) -> nn.Module:
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return self.network().eval()
@@ -97,6 +103,8 @@ class SuppressorLinear(_GroundTruthModel):
         return Suppressor(size=self.size, distractor=self.distractor, noise=self.noise)
 
     def network(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Flatten(), nn.Linear(self.size * self.size, 2))
 
 

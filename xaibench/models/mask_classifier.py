@@ -14,10 +14,11 @@ fraction, mode). Cost: well under a second per fit on digits (1,437 masks of 64 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from xaibench.api import TrainingSet
 from xaibench.models.small_cnn import dataset_instance
@@ -62,11 +63,14 @@ class RoarMaskClassifier:
         return (1, h, w)
 
     def build(self) -> nn.Module:
+        from torch import nn
+
         _, h, w = self.train_data().shape
         return nn.Sequential(nn.Flatten(), nn.Linear(h * w, self.train_data().num_classes))
 
     def fit(self, module: nn.Module, data: TrainingSet, seed: int, device: torch.device) -> nn.Module:
         """Fit scikit-learn's logistic regression on the masks and copy its weights into ``module``."""
+        import torch
         from sklearn.linear_model import LogisticRegression
 
         features = data.inputs.flatten(1).double().numpy()

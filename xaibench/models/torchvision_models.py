@@ -19,14 +19,14 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from xaibench.errors import UserError
 from xaibench.filehash import file_digest
-from xaibench.models.cnn import Normalize
 from xaibench.registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,6 +35,11 @@ _WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 
 
 def _normalized(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Sequential:
+    import torch
+    from torch import nn
+
+    from xaibench.models.layers import Normalize
+
     norm = Normalize(len(mean))
     norm.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
     norm.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
@@ -44,6 +49,8 @@ def _normalized(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...])
 def _read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
     """A state dict from a file, unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` and DataParallel's
     ``module.`` prefix."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -91,6 +98,9 @@ def _existing_file(spec: str, what: str, where: str) -> Path:
 def _no_zero_weights(net: nn.Module, seed: int) -> None:
     """Give all-zero weight matrices (torchvision zero-initialises the ViT head) a small normal
     init, so a randomly initialised model's output depends on its input and gradients are not 0."""
+    import torch
+    from torch import nn
+
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in net.modules():
@@ -101,6 +111,8 @@ def _no_zero_weights(net: nn.Module, seed: int) -> None:
 def _plain_relus(net: nn.Module) -> None:
     """In-place ReLUs become out-of-place (same values): captum's backward hooks (guided
     backprop, deconvolution, DeepLift) fail on in-place outputs."""
+    from torch import nn
+
     for module in net.modules():
         if isinstance(module, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)) and getattr(module, "inplace", False):
             module.inplace = False
@@ -114,6 +126,9 @@ def unshare_activations(net: nn.Module) -> nn.Module:
     torch.fx and each extra call gets its own copy (``layer1.0.relu_1``). Parameters and names
     are unchanged. A network that fx cannot trace is returned as it is.
     """
+    import torch
+    from torch import nn
+
     activations = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
     try:
         traced = torch.fx.symbolic_trace(net)
@@ -187,6 +202,8 @@ class TorchvisionModel:
 
     def weights_file(self) -> Path | None:
         """The local weights file (None for ``weights: none``); a UserError when it is absent."""
+        import torch
+
         if self.weights.lower() == "none":
             return None
         if _WEIGHTS_NAME.match(self.weights) and not Path(self.weights).exists():
@@ -216,6 +233,7 @@ class TorchvisionModel:
         return (len(self.mean), self.input_size, self.input_size)
 
     def build(self) -> nn.Module:
+        import torch
         from torchvision import models
 
         available = models.list_models(module=models)
@@ -324,6 +342,9 @@ class ModuleModel:
         return "sha256:" + hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()
 
     def build(self) -> nn.Module:
+        import torch
+        from torch import nn
+
         if self._is_script:
             path = _existing_file(self.factory, "TorchScript", self._where)
             try:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from xaibench.api import Dataset
 
 
 def load_split(dataset: Dataset, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     batches = list(dataset.batches(split, batch_size=1024, limit=limit))
     return torch.cat([b.inputs for b in batches]), torch.cat([b.labels for b in batches])
 
@@ -25,6 +29,9 @@ def train_classifier(
     seed: int,
 ) -> nn.Module:
     """Adam + cross-entropy with a one-cycle schedule and seeded shuffling; returns it in eval mode."""
+    import torch
+    import torch.nn.functional as F
+
     order_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -42,7 +49,9 @@ def train_classifier(
     return module.eval()
 
 
-@torch.no_grad()
 def accuracy(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    predictions = torch.cat([module(chunk).argmax(1) for chunk in inputs.split(512)])
+    import torch
+
+    with torch.no_grad():
+        predictions = torch.cat([module(chunk).argmax(1) for chunk in inputs.split(512)])
     return (predictions == labels).float().mean().item()

@@ -61,7 +61,7 @@ def scipy_bootstrap_ci(values: np.ndarray, n_resamples: int = stats.N_RESAMPLES,
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-@pytest.mark.parametrize("n", [2, 3, 7, 50, 256, 1001])
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 256, 1001, 1100])  # 1100 x 1000: past the index cache
 @pytest.mark.parametrize("n_resamples", [1, 2, 39, 1000, 1001])
 def test_bootstrap_ci_is_scipys_bootstrap_bit_for_bit(n, n_resamples):
     """The numpy bootstrap gives scipy.stats.bootstrap's floats exactly, for the same generator."""

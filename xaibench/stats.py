@@ -18,6 +18,8 @@ p-values are left out of Holm's correction, and a NaN or infinite mean gets no r
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 N_RESAMPLES = 1000
@@ -26,6 +28,8 @@ SEED = 0
 ALPHA = 0.05
 # Resamples per chunk in bootstrap_mean_ranks: memory is chunk x items x methods, not 1000 x ...
 RESAMPLE_CHUNK = 50
+# Largest resample index block kept between bootstrap_ci calls (int64 elements: 8 MB), 4 kept.
+INDEX_CACHE_ELEMENTS = 2**20
 
 
 def bootstrap_ci(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> tuple[float, float]:
@@ -35,10 +39,26 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int =
         return (float("nan"), float("nan"))
     if np.all(values == values[0]):
         return (float(values[0]), float(values[0]))
-    # As scipy.stats.bootstrap draws them: one (n_resamples, n) block of indices from the generator.
-    index = np.random.default_rng(seed).integers(0, len(values), (n_resamples, len(values)))
+    index = _resample_index(len(values), n_resamples, seed)
     low, high = _linear_quantiles(np.sort(values[index].mean(axis=-1)), (1 - LEVEL) / 2)
     return float(low), float(high)
+
+
+def _resample_index(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Indices of the resamples, as scipy.stats.bootstrap draws them: one (n_resamples, n) block
+    from a fresh generator. The same for every sample of n values, and the draw is most of a
+    bootstrap's time: a board bootstraps every method of a cell over the same n items, so recent
+    blocks of up to 8 MB are kept (read-only)."""
+    if n * n_resamples > INDEX_CACHE_ELEMENTS:
+        return np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    return _cached_resample_index(n, n_resamples, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_resample_index(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    index = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    index.flags.writeable = False
+    return index
 
 
 def _linear_quantiles(ordered: np.ndarray, alpha: float) -> tuple[float, float]:

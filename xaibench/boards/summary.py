@@ -152,11 +152,28 @@ def scalar_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+# What the statistics read: the identity and versions (for current_versions and labels), the cell,
+# the item and its score. Other columns (environment, timings, keys) are dropped before the row
+# filters, which then copy half as many columns.
+STATISTIC_COLUMNS = frozenset(
+    [c for kind in KINDS for c in (kind, f"{kind}_params", f"{kind}_version", f"{kind}_revision")]
+    + [*CELL, "time", "method", "item_id", "value", "higher_is_better", "reference", "valid", "x", "invalid_reason"]
+)
+
+
+def _scored(rows: pd.DataFrame) -> pd.DataFrame:
+    """``scalar_rows(labelled(rows))`` of the columns the statistics read."""
+    return scalar_rows(labelled(rows[[c for c in rows.columns if c in STATISTIC_COLUMNS]]))
+
+
 def per_item(rows: pd.DataFrame) -> pd.DataFrame:
     """One value per (cell, method, item) from valid rows: stale versions dropped, labels for
     variants, values averaged over seeds."""
-    rows = scalar_rows(labelled(rows))
-    rows = rows[rows["valid"]]
+    return _per_item(_scored(rows))
+
+
+def _per_item(scored: pd.DataFrame) -> pd.DataFrame:
+    rows = scored[scored["valid"]]
     keys = [*CELL, "method", "item_id"]
     return rows.groupby(keys, as_index=False, sort=False).agg(
         value=("value", "mean"), higher_is_better=("higher_is_better", "first"), reference=("reference", "first")
@@ -165,8 +182,11 @@ def per_item(rows: pd.DataFrame) -> pd.DataFrame:
 
 def invalid_counts(rows: pd.DataFrame) -> pd.DataFrame:
     """Invalid items per (cell, method), with their most common reason."""
-    rows = scalar_rows(labelled(rows))
-    bad = rows[~rows["valid"]]
+    return _invalid_counts(_scored(rows))
+
+
+def _invalid_counts(scored: pd.DataFrame) -> pd.DataFrame:
+    bad = scored[~scored["valid"]]
     columns = [*CELL, "method", "invalid", "invalid_reason"]
     if bad.empty:
         return pd.DataFrame(columns=columns)
@@ -185,9 +205,9 @@ def environment_warnings(rows: pd.DataFrame) -> list[str]:
     warnings = []
     cells = ["model", "dataset", "metric"]
     # A few distinct (cell, environment) rows among many result rows: text is made for those only.
-    distinct = rows[cells + columns].drop_duplicates()
-    environments = distinct[columns].fillna("?").astype(str).agg(" / ".join, axis=1)
-    for cell, values in environments.groupby([distinct[c] for c in cells], sort=False):
+    seen = rows[cells + columns].drop_duplicates()
+    environments = seen[columns].fillna("?").astype(str).agg(" / ".join, axis=1)
+    for cell, values in environments.groupby([seen[c] for c in cells], sort=False):
         distinct = sorted(set(values))
         if len(distinct) > 1:
             warnings.append(
@@ -210,16 +230,22 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
     if not rows.empty:
         rows = rows[~rows["metric"].isin(owned_metrics())]
-    items = per_item(rows)
+    scored = _scored(rows)  # once for the per-item values and the invalid counts
+    items = _per_item(scored)
     out = []
     for cell, group in items.groupby(CELL, sort=False):
         higher = bool(group["higher_is_better"].iloc[0])
         reference = str(group["reference"].iloc[0])
         wide = group.pivot(index="item_id", columns="method", values="value")
+        # items x methods as one float array: column arithmetic without a pandas call per method
+        table = wide.to_numpy(dtype=float)
+        column = {method: i for i, method in enumerate(wide.columns)}
+        base = table[:, column[reference]] if reference in column else None
         methods = list(dict.fromkeys(group["method"]))
         records = []
         for method in methods:
-            values = wide[method].dropna().to_numpy()
+            scores = table[:, column[method]]
+            values = scores[~np.isnan(scores)]
             low, high = stats.bootstrap_ci(values)
             record = dict(zip(CELL, cell, strict=True))
             record.update(
@@ -231,9 +257,9 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
                 higher_is_better=higher,
                 reference=reference,
             )
-            if reference in wide and method != reference:
-                paired = wide[[method, reference]].dropna()
-                diff = (paired[method] - paired[reference]).to_numpy()
+            if base is not None and method != reference:
+                paired = ~np.isnan(scores) & ~np.isnan(base)
+                diff = scores[paired] - base[paired]
                 if len(diff):
                     record.update(delta=_mean(diff), n_paired=len(diff), p_raw=stats.wilcoxon_p(diff))
                     record["delta_low"], record["delta_high"] = stats.bootstrap_ci(diff)
@@ -263,7 +289,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         "higher_is_better",
     ]
     board = pd.DataFrame(out).reindex(columns=[c for c in columns if c not in ("invalid",)])
-    invalid = invalid_counts(rows)
+    invalid = _invalid_counts(scored)
     if not invalid.empty:
         board = board.merge(invalid[[*CELL, "method", "invalid"]], on=[*CELL, "method"], how="outer")
     board["invalid"] = board["invalid"].fillna(0).astype(int) if "invalid" in board else 0

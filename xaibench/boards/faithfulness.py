@@ -50,7 +50,9 @@ def gap(rows: pd.DataFrame) -> pd.DataFrame:
             part = part[part["x"].isna()]
         if part.empty or part["score"].nunique() < 2:
             continue
-        part = part.assign(setting=part["metric_params"].map(_without_order))
+        # json per distinct params, not per row
+        settings = {params: _without_order(params) for params in part["metric_params"].unique()}
+        part = part.assign(setting=part["metric_params"].map(settings))
         keys = ["model", "dataset", "setting", "method", "method_params"]
         for key, group in part.groupby(keys, sort=False):
             wide = group.pivot_table(index="item_id", columns="score", values="value", aggfunc="mean")

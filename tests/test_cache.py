@@ -157,7 +157,7 @@ def test_info_and_clear(tmp_path):
     assert info["logits"]["entries"] == 1
     assert info["attributions"]["entries"] == 2
     assert info["models"]["entries"] == 1
-    assert all(row["bytes"] > 0 for row in info.values())
+    assert all(row["bytes"] > 0 for kind, row in info.items() if kind != "activations")  # no CAM method
 
     freed = cache.clear("logits")
     assert freed > 0

@@ -20,6 +20,7 @@ GOLDEN = {
     "fit": "89fea9c2d9b8f9dcaef214102e87ce7787aa8556adb27a91d8de4e56783fef77",
     "fit_permuted": "2c4ae35cfd2db8a390794d0687fe4645a5e0d88c17856adc48669bd12f3c3e92",
     "logits": "b18ceaf4de9eb0696e064903ca683c4ee326c7a5c8f06e027f2aeaead8fe2580",
+    "activations": "46e261ee77e5c4634e7af29bc270290715d46d8dde3b25c748093e27c058861c",
     "attribution": "044ff03073676e1ca51afd673475479ee57033625715276051cc66df7353bf32",
     "score": "6d1fb84192d1e2e9b1a25b252db59d95a5733ed15738b46f60accfd7bc3ec632",
 }
@@ -41,6 +42,7 @@ def computed() -> dict[str, str]:
         "fit": fit,
         "fit_permuted": keys.fit_key(model_key, train_data, transform, 0),
         "logits": keys.logits_key(fit, test_data),
+        "activations": keys.activation_key(fit, test_data, "auto:2"),
         "attribution": attribution,
         "score": keys.score_key(attribution, registry.build("metric", "deletion")),
     }

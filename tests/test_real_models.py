@@ -13,10 +13,10 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from xaibench import registry
+from xaibench.activations import layer_activations
 from xaibench.errors import IncompatibleError, UserError
 from xaibench.methods.cam import find_layer, grad_cam
 from xaibench.methods.rollout import attention_weights
-from xaibench.methods.score_cam import layer_activations
 from xaibench.models.torchvision_models import ModuleModel, TorchvisionModel
 from xaibench.seeding import item_seeds
 

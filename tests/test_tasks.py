@@ -39,10 +39,11 @@ def test_plan_counts_tasks_and_a_rerun_runs_only_missing_ones(tmp_path, warm_cac
     graph = plan(m, warm_cache, tmp_path / "results" / m.name)
     assert graph.counts() == {
         "fit": {"total": 1, "todo": 0},  # trained in the warm cache
+        "activations": {"total": 0, "todo": 0},  # no CAM method
         "attribute": {"total": 4, "todo": 4},  # 2 methods x 2 windows of 8 items
         "score": {"total": 4, "todo": 4},
     }
-    assert graph.work() == {"fits": 0, "attributions": 32, "scores": 32}
+    assert graph.work() == {"fits": 0, "activations": 0, "attributions": 32, "scores": 32}
     first = run(m, tmp_path / "results", warm_cache)
     assert first.failures == {} and first.counts.rows_written == 32
     assert plan(m, Cache(warm_cache.root), first.results_dir).todo == [], "a rerun has nothing to do"
@@ -180,7 +181,8 @@ def test_a_study_metric_gets_whole_split_maps_and_its_extra_fits_once(tmp_path):
     """The study hook: ``needs`` asks for the method's maps on the whole train split and a
     label-permuted retrain whose transform reads those maps; both are tasks, run once."""
     from xaibench.fitting import FitSpec
-    from xaibench.tasks import Needs, split_attribution_key
+    from xaibench.task_types import Needs
+    from xaibench.tasks import split_attribution_key
     from xaibench.transforms import PermutedLabels
 
     seen = {}
@@ -243,6 +245,6 @@ def test_plan_command_prints_the_counts_and_runs_nothing(tmp_path, warm_cache, m
     result = invoke("plan", str(path), "-r", str(tmp_path / "results"))
     assert result.exit_code == 0, result.output
     assert "2 jobs -> 9 tasks" in result.stdout
-    assert "attribute       4 tasks       0 done       4 to do" in result.stdout
+    assert "attribute        4 tasks       0 done       4 to do" in result.stdout
     assert "still to do: 0 fits, 32 attributions, 32 items to score" in result.stdout
     assert not (tmp_path / "results").exists(), "plan writes nothing"

@@ -29,7 +29,7 @@ from xaibench.atomic import write_bytes
 from xaibench.errors import UserError
 from xaibench.keys import canonical_json, make_key  # noqa: F401  (re-exported: older imports)
 
-KINDS = ("models", "logits", "attributions")
+KINDS = ("models", "logits", "activations", "attributions")
 # Marks the root as a cache (https://bford.info/cachedir/): backup tools skip it, and `clear`
 # deletes nothing under a folder that lacks it.
 TAG_NAME = "CACHEDIR.TAG"

@@ -216,8 +216,10 @@ def _execute(
     counts = report.counts
     err.print(
         f"{report.jobs} jobs, {counts.tasks_run} tasks in {report.seconds:.1f}s ({report.executor}) · computed: "
-        f"{counts.models_trained} models trained, {counts.forward_items} forward, {counts.attributed_items} "
-        f"attributions, {counts.scored_items} scores · {counts.rows_written} rows written · "
+        f"{counts.models_trained} models trained, {counts.forward_items} forward, "
+        + (f"{counts.activation_items} layer activations, " if counts.activation_items else "")
+        + f"{counts.attributed_items} attributions, "
+        f"{counts.scored_items} scores · {counts.rows_written} rows written · "
         f"{counts.skipped_items} items already done · results in {report.results_dir}"
     )
     rows = results_module.read(report.results_dir)

@@ -10,7 +10,7 @@ from xaibench.cli import HELP_OPTIONS, app, user_errors
 from xaibench.errors import UserError
 
 cache_app = typer.Typer(
-    help="Inspect or clear the cache of trained models, logits and attributions.",
+    help="Inspect or clear the cache of trained models, logits, layer activations and attributions.",
     no_args_is_help=True,
     context_settings=HELP_OPTIONS,
 )
@@ -43,7 +43,7 @@ def cache_info():
 @cache_app.command("clear")
 @user_errors
 def cache_clear(
-    kind: str | None = typer.Argument(None, help="models, logits or attributions (default: all)."),
+    kind: str | None = typer.Argument(None, help="models, logits, activations or attributions (default: all)."),
 ):
     """Delete cached entries (all, or one kind)."""
     from xaibench.cache import KINDS, Cache

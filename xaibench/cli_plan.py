@@ -29,11 +29,14 @@ def plan(
     graph = make_plan(loaded, Cache(), results / loaded.name)
     typer.echo(f"{manifest}: {graph.jobs} jobs -> {len(graph.tasks)} tasks")
     for kind, count in graph.counts().items():
+        if kind == "activations" and not count["total"]:
+            continue  # no CAM method: no layer activations to plan
         done = count["total"] - count["todo"]
-        typer.echo(f"  {kind:<10} {count['total']:>6} tasks  {done:>6} done  {count['todo']:>6} to do")
+        typer.echo(f"  {kind:<11} {count['total']:>6} tasks  {done:>6} done  {count['todo']:>6} to do")
     work = graph.work()
     forward = sum(len(t.ids) for t in graph.todo if t.kind == "attribute")
+    activations = f"{work['activations']} layer activations, " if work["activations"] else ""
     typer.echo(
-        f"still to do: {work['fits']} fits, {work['attributions']} attributions, {work['scores']} items to score, "
-        f"at most {forward} forward passes (items) for attribution"
+        f"still to do: {work['fits']} fits, {activations}{work['attributions']} attributions, "
+        f"{work['scores']} items to score, at most {forward} forward passes (items) for attribution"
     )

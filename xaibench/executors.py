@@ -23,7 +23,7 @@ from typing import Protocol
 
 from xaibench import work
 from xaibench.errors import UserError
-from xaibench.tasks import RunContext, Task
+from xaibench.task_types import RunContext, Task
 
 OnResult = Callable[[Task, dict], None]
 MAX_WORKERS = 256  # local worker processes; a typo such as 100000 must not fork a machine to death

@@ -156,7 +156,7 @@ def evaluate(
 def job_outcomes(manifest: Any, rows: pd.DataFrame, failures: dict[str, str] | None = None) -> list[JobOutcome]:
     """Every job of ``manifest`` with its failure: the run's error for it, else "no result rows"
     when the stored rows hold none of it (matched by plugin names, params and seed)."""
-    from xaibench.tasks import job_label
+    from xaibench.task_types import job_label
 
     failures = failures or {}
     present: set[tuple] = set()

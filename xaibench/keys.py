@@ -11,6 +11,8 @@ deliberate act that invalidates caches, never an accident.
   count of the fit (fits always run with ``FIT_THREADS`` threads, so the weights do not depend
   on the machine's cores: see ``fitting.py``).
 - logits: fitted model and data.
+- activations: fitted model, data, and the layer a CAM method reads (its name, or the
+  automatic choice with the version of its rule), shared by every method on that layer.
 - attribution: fitted model, data, method (name, version, key params), target mode, seed.
 - score: attribution key, metric (name, version, key params).
 Device and batch size are never in keys: they are provenance columns.
@@ -67,6 +69,10 @@ def fit_key(model_key_: str, train_data_key: str, transform_key_: str | None, se
 
 def logits_key(fit_key_: str, data_key_: str) -> str:
     return make_key({"model": fit_key_, "data": data_key_})
+
+
+def activation_key(fit_key_: str, data_key_: str, layer: str) -> str:
+    return make_key({"kind": "activations", "model": fit_key_, "data": data_key_, "layer": layer})
 
 
 def attribution_key(fit_key_: str, data_key_: str, method: Any, target: str, seed: int) -> str:

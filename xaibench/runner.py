@@ -22,7 +22,8 @@ from xaibench.errors import UserError
 from xaibench.executors import Executor, InProcess
 from xaibench.manifest import Manifest
 from xaibench.preflight import preflight
-from xaibench.tasks import Plan, RunContext, Task, job_label, plan
+from xaibench.task_types import RunContext, Task, job_label
+from xaibench.tasks import Plan, plan
 from xaibench.work import COUNTERS
 
 
@@ -32,6 +33,7 @@ class WorkCounts:
 
     models_trained: int = 0
     forward_items: int = 0
+    activation_items: int = 0
     attributed_items: int = 0
     scored_items: int = 0
     rows_written: int = 0

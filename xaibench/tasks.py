@@ -1,7 +1,9 @@
 """Jobs -> a graph of keyed tasks, and what of it is already done (DESIGN.md, the flow).
 
-Three kinds of task, each with explicit dependencies and an output stored under its key:
+Four kinds of task, each with explicit dependencies and an output stored under its key:
 - ``fit``: train a model (maybe on transformed data) -> the fitted-model store;
+- ``activations``: the output of the layer CAM methods read, over an item range -> cached by
+  item id, shared by every method on that layer (``xaibench/activations.py``);
 - ``attribute``: one method over an item range of a split -> cached maps by item id;
 - ``score``: one metric over an item range -> a result part file.
 Item ranges are fixed windows of ``options.chunk_size`` items of the split's order, so raising
@@ -16,113 +18,22 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from xaibench import keys
 from xaibench.fitting import FitSpec
 from xaibench.manifest import Job, Manifest, Options, PluginSpec
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every task needs besides itself; picklable, identical on every worker."""
-
-    manifest: str
-    results_dir: str
-    cache_root: str
-    run_id: str
-    options: Options
-    plugins: tuple[str, ...] = ()  # plugin sources, .py paths absolute, loaded on each worker
-    threads: int | None = None  # torch intra-op threads for attribution and scoring
-    flush_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class JobKeys:
-    fit: str
-    data: str
-    logits: str
-    attribution: str
-    score: str
-
-
-@dataclass(frozen=True)
-class FitTask:
-    kind: ClassVar[str] = "fit"
-    key: str
-    spec: FitSpec
-    deps: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        role = "" if self.spec.role == "original" else f" ({self.spec.role})"
-        return f"fit {self.spec.model.display}{role}"
-
-
-@dataclass(frozen=True)
-class AttributeTask:
-    kind: ClassVar[str] = "attribute"
-    key: str
-    fit: FitSpec
-    dataset: PluginSpec
-    method: PluginSpec
-    seed: int
-    keys: JobKeys
-    start: int
-    stop: int
-    ids: tuple[str, ...]  # items of the range whose maps are missing
-    deps: tuple[str, ...] = ()
-    split: str | None = None  # None: the manifest's split and target
-    target: str | None = None
-
-    @property
-    def label(self) -> str:
-        where = f"{self.fit.model.display} x {self.dataset.display}"
-        split = f" {self.split}" if self.split else ""
-        return f"attribute {self.method.display} on {where}{split} [{self.start}:{self.stop}]"
-
-
-@dataclass(frozen=True)
-class ScoreTask:
-    kind: ClassVar[str] = "score"
-    key: str
-    job: Job
-    fit: FitSpec
-    keys: JobKeys
-    start: int
-    stop: int
-    ids: tuple[str, ...]  # items of the range with no rows yet
-    deps: tuple[str, ...] = ()
-    extra_fits: tuple[tuple[str, FitSpec], ...] = ()  # a study metric's other models, by name
-
-    @property
-    def label(self) -> str:
-        return job_label(self.job) + f" [{self.start}:{self.stop}]"
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What a study metric needs beyond the job's maps, declared by ``metric.needs(job, fit, options)``.
-
-    ``attributions``: (split, target) pairs: the job's method on the job's fitted model over the
-    whole split (no limit), computed by attribute tasks before the extra fits, whose transforms
-    read them from the cache (``split_attribution_key`` gives their key). ``fits``: extra fitted
-    models by name (a permuted-label retrain, ROAR retrains); each becomes a fit task, and the
-    metric's ``score`` receives them as ``fitted={name: module}``.
-    """
-
-    attributions: tuple[tuple[str, str], ...] = ()
-    fits: tuple[tuple[str, FitSpec], ...] = ()
-
-
-Task = FitTask | AttributeTask | ScoreTask
-
-
-def job_label(job: Job) -> str:
-    parts = (job.model, job.dataset, job.method, job.metric)
-    return " x ".join(spec.display for spec in parts) + f" (seed {job.seed})"
+from xaibench.task_types import (
+    ActivationTask,
+    AttributeTask,
+    FitTask,
+    JobKeys,
+    Needs,
+    ScoreTask,
+    Task,
+)
 
 
 @dataclass
@@ -136,7 +47,8 @@ class Plan:
     item_ids: set[str]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {k: {"total": 0, "todo": 0} for k in ("fit", "attribute", "score")}
+        kinds = ("fit", "activations", "attribute", "score")
+        out: dict[str, dict[str, int]] = {k: {"total": 0, "todo": 0} for k in kinds}
         for task in self.tasks:
             out[task.kind]["total"] += 1
         for task in self.todo:
@@ -144,9 +56,10 @@ class Plan:
         return out
 
     def work(self) -> dict[str, int]:
-        """Fits, attributions (items) and scored items still to compute."""
+        """Fits, layer activations, attributions (items) and scored items still to compute."""
         return {
             "fits": sum(1 for t in self.todo if t.kind == "fit"),
+            "activations": sum(len(t.ids) for t in self.todo if t.kind == "activations"),
             "attributions": sum(len(t.ids) for t in self.todo if t.kind == "attribute"),
             "scores": sum(len(t.ids) for t in self.todo if t.kind == "score"),
         }
@@ -215,6 +128,7 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
     for job in manifest.jobs():
         groups[(job.model, job.dataset)].append(job)
     ordered: list[Task] = []  # todo in run order: each attribution followed by its scores
+    layer_tasks: dict[str, ActivationTask] = {}  # by task key; ids grow as methods need items
     for (model_spec, dataset_spec), jobs in groups.items():
         fit = FitSpec(model_spec)
         fit_key = fit.key()
@@ -277,6 +191,16 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
                     to_attribute,
                     fit_deps,
                 )
+                layer_task = _layer_task(first_job, fit, dataset, options, start, stop, to_attribute, cache, fit_deps)
+                if layer_task is not None:
+                    attribute = replace(attribute, deps=(*attribute.deps, layer_task.key))
+                    if layer_task.key in layer_tasks:
+                        known_ids = layer_tasks[layer_task.key].ids
+                        merged = known_ids + tuple(i for i in layer_task.ids if i not in known_ids)
+                        layer_tasks[layer_task.key] = replace(layer_tasks[layer_task.key], ids=merged)
+                    else:
+                        layer_tasks[layer_task.key] = layer_task
+                        ordered.append(layer_task)  # a placeholder: replaced below by its final ids
                 tasks.append(attribute)
                 tasks.extend(scores)
                 for task in study_work:
@@ -288,6 +212,9 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
                 ordered.extend(s for s in scores if s.ids)
                 if to_attribute or any(s.ids for s in scores):
                     fit_needed.update(fit_deps)
+    ordered = [layer_tasks.get(t.key, t) if t.kind == "activations" else t for t in ordered]
+    ordered = [t for t in ordered if t.kind != "activations" or t.ids]
+    tasks.extend(layer_tasks.values())
     listed = {t.key for t in tasks}
     tasks.extend(t for t in known.values() if t.key not in listed)
     # A dependency that is already done is dropped from the graph the executor sees.
@@ -304,9 +231,23 @@ def plan(manifest: Manifest, cache: Any, results_dir: Path, done: dict[str, set[
     return Plan(tasks, todo, jobs_total, all_job_keys, visited)
 
 
-def _prune(task: Task, live: set[str]) -> Task:
-    from dataclasses import replace
+def _layer_task(job, fit, dataset, options, start, stop, items, cache, fit_deps) -> ActivationTask | None:
+    """The activations task of a window for a method that reads a layer (None for any other
+    method); its ids are the window's items the method still attributes whose activations are
+    not cached."""
+    from xaibench.activations import layer_spec, reads_layer
 
+    method = job.method.instance()
+    if not reads_layer(method):
+        return None
+    layer = layer_spec(method)
+    key = keys.activation_key(fit.key(), keys.data_key(dataset, options.split), layer)
+    hits = cache.has("activations", key, list(items)) if items else []
+    missing = tuple(i for i, hit in zip(items, hits, strict=True) if not hit)
+    return ActivationTask(f"{key}:{start}-{stop}", fit, job.dataset, layer, key, start, stop, missing, fit_deps)
+
+
+def _prune(task: Task, live: set[str]) -> Task:
     return replace(task, deps=tuple(d for d in task.deps if d in live))
 
 

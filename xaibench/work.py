@@ -23,16 +23,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from xaibench import registry, results
+from xaibench import keys, registry, results
+from xaibench.activations import layer_activations, layer_spec, reads_layer
 from xaibench.api import Batch
 from xaibench.cache import Cache
 from xaibench.devices import resolve_device
 from xaibench.fitting import FittedModels
 from xaibench.rows import RowBuffer, check_scores, task_columns
 from xaibench.seeding import item_seeds
-from xaibench.tasks import AttributeTask, FitTask, RunContext, ScoreTask, Task, batches_in_range
+from xaibench.task_types import ActivationTask, AttributeTask, FitTask, RunContext, ScoreTask, Task
+from xaibench.tasks import batches_in_range
 
-COUNTERS = ("models_trained", "forward_items", "attributed_items", "scored_items", "rows_written")
+COUNTERS = ("models_trained", "forward_items", "activation_items", "attributed_items", "scored_items", "rows_written")
 
 
 class Session:
@@ -82,6 +84,9 @@ def execute(task: Task, ctx: RunContext, *dependencies: dict, log: Callable[[str
             before = state.fitted.trained
             state.fitted.get(task.spec)
             summary["models_trained"] = state.fitted.trained - before
+        elif isinstance(task, ActivationTask):
+            with claim(state.cache.root / "locks", task.key):
+                _activations(state, task, summary)
         elif isinstance(task, AttributeTask):
             with claim(state.cache.root / "locks", task.key):
                 _attribute(state, task, summary)
@@ -161,10 +166,10 @@ def _targets(state: Session, items: Batch, logits: torch.Tensor, mode: str | Non
     return (items.labels if mode == "label" else predictions), predictions
 
 
-def _compute_maps(method, module, items: Batch, target: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+def _compute_maps(method, module, items: Batch, target: torch.Tensor, seeds: torch.Tensor, **extra) -> torch.Tensor:
     import torch
 
-    maps = method.attribute(module, items.inputs, target, seeds)
+    maps = method.attribute(module, items.inputs, target, seeds, **extra)
     if not isinstance(maps, torch.Tensor) or maps.shape != items.inputs.shape or not maps.is_floating_point():
         got = f"{tuple(maps.shape)} {maps.dtype}" if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(
@@ -191,9 +196,46 @@ def _attribute(state: Session, task: AttributeTask, summary: dict) -> None:
             continue
         items = _on_device(batch.select(keep), state.device)
         target, _ = _targets(state, items, _logits(state, task.keys.logits, module, items, summary), target_mode)
-        maps = _compute_maps(method, module, items, target, item_seeds(task.seed, items.ids, "method"))
+        extra = {}
+        if reads_layer(method):
+            key = keys.activation_key(task.fit.key(), keys.data_key(dataset, split), layer_spec(method))
+            extra["activations"] = _layer_outputs(state, key, module, method.layer, items, summary)
+        maps = _compute_maps(method, module, items, target, item_seeds(task.seed, items.ids, "method"), **extra)
         state.cache.put("attributions", task.keys.attribution, items.ids, maps, recipe(task, split, target_mode))
         summary["attributed_items"] += len(keep)
+
+
+def _activations(state: Session, task: ActivationTask, summary: dict) -> None:
+    hits = state.cache.has("activations", task.activations, list(task.ids))
+    todo = {i for i, hit in zip(task.ids, hits, strict=True) if not hit}
+    if not todo:
+        return
+    module = state.fitted.get(task.fit)
+    name = "" if task.layer.startswith("auto") else task.layer
+    options = state.ctx.options
+    for batch in batches_in_range(task.dataset.instance(), options.split, options.batch_size, task.start, task.stop):
+        keep = [n for n, i in enumerate(batch.ids) if i in todo]
+        if keep:
+            _layer_outputs(state, task.activations, module, name, _on_device(batch.select(keep), state.device), summary)
+
+
+def _layer_outputs(state: Session, key: str, module, layer_name: str, items: Batch, summary: dict) -> torch.Tensor:
+    """The layer's cached outputs for the items; missing ones (first use, a damaged shard) are
+    computed, by a forward pass that stops at the layer, and stored."""
+    import torch
+
+    from xaibench.methods.cam import find_layer
+
+    found = state.cache.get("activations", key, items.ids)
+    todo = [n for n, i in enumerate(items.ids) if i not in found]
+    if todo:
+        layer = find_layer(module, items.inputs, layer_name, "activations")
+        computed = layer_activations(module, layer, items.inputs[todo]).cpu()
+        fresh = [items.ids[n] for n in todo]
+        state.cache.put("activations", key, fresh, computed)
+        found.update(zip(fresh, computed.unbind(0), strict=True))
+        summary["activation_items"] += len(todo)
+    return torch.stack([found[i] for i in items.ids]).to(state.device)
 
 
 def _score(state: Session, task: ScoreTask, summary: dict) -> None:

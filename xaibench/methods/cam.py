@@ -17,7 +17,6 @@ at the layer's output; map = ReLU of the weighted sum of channels), which is wha
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -40,8 +39,10 @@ def _elementwise() -> tuple[type, ...]:
     return (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
-# model -> {(input shape, layer name): CamLayer}; weak keys so a dropped model frees its entry.
-_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# (model class, architecture, input shape, device) -> the automatically found layer's name. The
+# choice depends on the architecture only, not on the weights: a reloaded or retrained copy of a
+# model (another task, another run in this process) needs no new hooked pass.
+_FOUND: dict[tuple, str] = {}
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,8 @@ def find_layer(model: nn.Module, inputs: Tensor, name: str, method: str) -> CamL
     tokens = _token_layer(model)
     if tokens is not None:
         return tokens
-    key = (tuple(inputs.shape[1:]), str(inputs.device))
-    cached = _FOUND.setdefault(model, {})
+    key = (type(model), repr(model), tuple(inputs.shape[1:]), str(inputs.device))
+    cached = _FOUND
     if key not in cached:
         order: list[tuple[str, Tensor]] = []
         skipped: list[Tensor] = []
@@ -196,6 +197,25 @@ def grad_cam(model: nn.Module, layer: CamLayer, inputs: Tensor, target: Tensor) 
     return F.relu((weights * activation).sum(1, keepdim=True))
 
 
+def grad_cam_from(model: nn.Module, layer: CamLayer, activation: Tensor, target: Tensor) -> Tensor | None:
+    """Grad-CAM from the layer's cached output, running only the network after the layer; None
+    when the model has no callable rest (see ``activations.rest_of_network``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from xaibench.activations import rest_of_network
+
+    rest = rest_of_network(model, layer.name) if layer.tokens < 0 else None
+    if rest is None:
+        return None
+    with torch.enable_grad():
+        start = activation.detach().clone().requires_grad_(True)
+        score = rest(start).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, start)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    return F.relu((weights * start.detach()).sum(1, keepdim=True))
+
+
 def conv_layer(model: nn.Module, name: str, method: str) -> nn.Module:
     """The named module, or the last Conv2d when ``name`` is empty (kept for layer methods that
     need a module without running the model; ``find_layer`` is the spatial-output search)."""
@@ -220,19 +240,27 @@ class GradCam:
     upsampled bilinearly to the input and repeated over channels.
 
     ``layer`` names a module; by default the last layer with a spatial output (the token grid of
-    a vision transformer). Cost: one forward and one backward pass.
+    a vision transformer). Cost: one forward and one backward pass; with the layer's activations
+    cached (``xaibench.activations``), only the part of the network after the layer, forward and
+    backward, on models built of ``nn.Sequential`` containers.
     """
 
     version: ClassVar[str] = "2"
+    reads_layer: ClassVar[bool] = True
     layer: str = ""
 
     def check(self, model: nn.Module) -> None:
         check_cam(model, self.layer, "grad_cam")
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor, activations: Tensor | None = None
+    ) -> Tensor:
         import torch.nn.functional as F
 
-        cam = grad_cam(model, find_layer(model, inputs, self.layer, "grad_cam"), inputs, target)
+        layer = find_layer(model, inputs, self.layer, "grad_cam")
+        cam = grad_cam_from(model, layer, activations, target) if activations is not None else None
+        if cam is None:
+            cam = grad_cam(model, layer, inputs, target)
         cam = F.interpolate(cam.detach(), size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
         return cam.expand_as(inputs).contiguous()
 

@@ -15,25 +15,10 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-from xaibench.methods.cam import CamLayer, check_cam, find_layer
+from xaibench.activations import layer_activations
+from xaibench.methods.cam import check_cam, find_layer
 from xaibench.metrics.perturbation import PASS_ELEMENTS
 from xaibench.registry import register
-
-
-def layer_activations(model: nn.Module, layer: nn.Module | CamLayer, inputs: Tensor) -> Tensor:
-    """The output of ``layer`` for ``inputs`` (one forward pass, no gradients) as (B, K, h, w): a
-    ``CamLayer``'s token sequence is reshaped to its grid. The hook is removed."""
-    import torch
-
-    found = layer if isinstance(layer, CamLayer) else CamLayer("", layer)
-    captured: list[Tensor] = []
-    handle = found.module.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        handle.remove()
-    return found.as_map(captured[0])
 
 
 def to_input(cam: Tensor, inputs: Tensor) -> Tensor:
@@ -58,22 +43,25 @@ class ScoreCam:
     weight by the same constant. Like the authors' code, xaibench uses the softmax probability
     f(X o M_k) itself; a channel whose map is constant has no mask and gets weight 0.
 
-    Cost: one forward pass to the layer, then one masked forward pass per channel of the layer
+    Cost: one forward pass to the layer (none when cached), then one masked forward pass per channel of the layer
     (K copies per item, e.g. 32 on ``digits_cnn``), in chunks of ``PASS_ELEMENTS`` input elements.
     """
 
     version: ClassVar[str] = "2"
+    reads_layer: ClassVar[bool] = True  # the layer's output may come from the cache (xaibench.activations)
     layer: str = ""
 
     def check(self, model: nn.Module) -> None:
         check_cam(model, self.layer, "score_cam")
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor, activations: Tensor | None = None
+    ) -> Tensor:
         import torch
         import torch.nn.functional as F
 
-        layer = find_layer(model, inputs, self.layer, "score_cam")
-        activations = layer_activations(model, layer, inputs)  # (B, K, h, w)
+        if activations is None:  # (B, K, h, w); given when the layer's output is cached
+            activations = layer_activations(model, find_layer(model, inputs, self.layer, "score_cam"), inputs)
         batch, channels = activations.shape[:2]
         masks = F.interpolate(activations, size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
         low = masks.flatten(2).amin(2)[..., None, None]
@@ -110,20 +98,23 @@ class EigenCam:
     that correlation is 0, the largest-magnitude entry is made positive. Output: ReLU of the
     projection, upsampled (higher = more important). The target is ignored.
 
-    Cost: one forward pass to the layer and one small SVD per item.
+    Cost: one forward pass to the layer (none when cached) and one small SVD per item.
     """
 
     version: ClassVar[str] = "2"
+    reads_layer: ClassVar[bool] = True  # the layer's output may come from the cache (xaibench.activations)
     layer: str = ""
 
     def check(self, model: nn.Module) -> None:
         check_cam(model, self.layer, "eigen_cam")
 
-    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, seeds: Tensor, activations: Tensor | None = None
+    ) -> Tensor:
         import torch
 
-        layer = find_layer(model, inputs, self.layer, "eigen_cam")
-        activations = layer_activations(model, layer, inputs)
+        if activations is None:  # given when the layer's output is cached: then no forward pass at all
+            activations = layer_activations(model, find_layer(model, inputs, self.layer, "eigen_cam"), inputs)
         batch, _, height, width = activations.shape
         matrix = activations.flatten(2).transpose(1, 2).double()  # (B, h*w, K)
         centred = matrix - matrix.mean(1, keepdim=True)

@@ -207,7 +207,7 @@ class DataRandomization:
     def needs(self, job, fit, options):
         from xaibench.fitting import FitSpec
         from xaibench.manifest import PluginSpec
-        from xaibench.tasks import Needs
+        from xaibench.task_types import Needs
         from xaibench.transforms import PermutedLabels
 
         model = fit.model

@@ -50,7 +50,8 @@ from xaibench.fitting import FitSpec
 from xaibench.manifest import PluginSpec
 from xaibench.registry import register
 from xaibench.seeding import item_seed
-from xaibench.tasks import Needs, split_attribution_key
+from xaibench.task_types import Needs
+from xaibench.tasks import split_attribution_key
 from xaibench.transforms_roar import FILLS, MODES, REDUCES, RoarRemoval, fill, removal_masks, training_mean
 
 RETRAINED, REFERENCE, LEAKAGE = "retrained", "retrained_reference", "leakage"

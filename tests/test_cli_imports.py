@@ -20,6 +20,7 @@ HEAVY = ("torch", "torchvision", "captum", "sklearn", "skimage", "matplotlib")
 PROBE = """
 import json, sys
 from xaibench.cli import main
+HEAVY = json.loads(sys.argv[2])
 sys.argv = ["xaibench", *json.loads(sys.argv[1])]
 try:
     main()
@@ -27,7 +28,7 @@ except SystemExit as exit:
     code = exit.code
 else:
     code = 0
-heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[2] if len(sys.argv) > 2 else "[]")))
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(HEAVY))
 print("PROBE", json.dumps({"code": code, "heavy": heavy}))
 """
 
@@ -42,10 +43,8 @@ options: {split: test, limit: 16, batch_size: 16, seeds: [0]}
 
 
 def probe(args: list[str], cwd: Path, env: dict[str, str]) -> dict:
-    code = PROBE.replace('sys.argv[2] if len(sys.argv) > 2 else "[]"', repr(json.dumps(HEAVY)))
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     line = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
     assert line, done.stdout + done.stderr
     return json.loads(line[-1][len("PROBE ") :])

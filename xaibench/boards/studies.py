@@ -36,10 +36,19 @@ def tables(rows: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def plots(rows: pd.DataFrame, stem: Path) -> list[Path]:
-    """Each study's PNG, written as ``<stem>-<study>.png``."""
+    """Each study's PNG, written as ``<stem>-<study>.png``; one already drawn from the same rows
+    by the same code (its stamp, see ``stamps``) is kept as it is."""
+    from xaibench.boards import stamps
+
     written = []
+    stamp = stamps.of(rows)
     for name, module in modules():
-        path = module.plot(rows, stem.with_name(f"{stem.stem}-{name}.png"))
+        path = stem.with_name(f"{stem.stem}-{name}.png")
+        if stamps.read(path) == stamp:
+            written.append(path)
+            continue
+        path = module.plot(rows, path)
         if path is not None:
+            stamps.write(path, stamp)
             written.append(path)
     return written

@@ -161,9 +161,14 @@ STATISTIC_COLUMNS = frozenset(
 )
 
 
+def statistic_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with only the columns in STATISTIC_COLUMNS (selecting columns copies no rows)."""
+    return rows[[c for c in rows.columns if c in STATISTIC_COLUMNS]]
+
+
 def _scored(rows: pd.DataFrame) -> pd.DataFrame:
     """``scalar_rows(labelled(rows))`` of the columns the statistics read."""
-    return scalar_rows(labelled(rows[[c for c in rows.columns if c in STATISTIC_COLUMNS]]))
+    return scalar_rows(labelled(statistic_columns(rows)))
 
 
 def per_item(rows: pd.DataFrame) -> pd.DataFrame:

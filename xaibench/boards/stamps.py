@@ -16,8 +16,11 @@ import pandas as pd
 
 KEYWORD = b"xaibench-drawn-from"
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# The code that turns rows into a picture: every board module and the statistics they call.
-CODE = sorted(Path(__file__).parent.glob("*.py")) + [Path(__file__).parent.parent / "stats.py"]
+# The code that turns rows into a picture: every board module, the statistics they call and the
+# sanity thresholds (gate_schema.SANITY_PASS) the sanity picture draws.
+CODE = sorted(Path(__file__).parent.glob("*.py")) + [
+    Path(__file__).parent.parent / name for name in ("stats.py", "gate_schema.py")
+]
 
 
 def of(rows: pd.DataFrame) -> str:

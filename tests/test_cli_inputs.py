@@ -201,3 +201,29 @@ def test_help_version_and_a_bare_command_still_work(workdir: Path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.output
+
+
+def test_an_unexpected_error_and_an_abort_are_not_masked_by_the_error_handler(capsys):
+    """The root group's handler must not itself fail (it once named an exception class the
+    vendored click lacks, turning any unexpected error into an AttributeError)."""
+    import typer
+
+    from xaibench.cli_errors import OneLineErrors
+
+    demo = typer.Typer(cls=OneLineErrors)
+
+    @demo.command()
+    def boom(kind: str):
+        if kind == "abort":
+            raise typer.Abort()
+        raise RuntimeError("a bug")
+
+    @demo.command()
+    def other():
+        pass
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        typer.main.get_command(demo).main(["boom", "bug"])
+    with pytest.raises(SystemExit) as exit_info:
+        typer.main.get_command(demo).main(["boom", "abort"])
+    assert exit_info.value.code == 1 and "aborted" in capsys.readouterr().err

@@ -16,6 +16,9 @@ try:  # Typer 0.2x vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older Typer on the real click
     from click import exceptions as click
 
+# Ctrl-C during a prompt or a command: click's Abort, which the vendored click moved to typer.
+Abort = getattr(click, "Abort", None) or __import__("typer").Abort
+
 EXIT_USER = 2
 
 
@@ -42,7 +45,7 @@ class OneLineErrors(TyperGroup):
                 sys.exit(EXIT_USER)
             print(describe(error), file=sys.stderr)
             sys.exit(error.exit_code if error.exit_code != 1 else EXIT_USER)
-        except click.Abort:
+        except Abort:
             if not standalone_mode:
                 raise
             print("aborted", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Definition (PROTOCOLS.md, "ROAD"): per channel, every removed pixel equals the weighted mean of
 its 8 neighbours (1/6 for edge neighbours, 1/12 for diagonal ones, renormalised over the
-neighbours that exist at the image border); all removed pixels are solved jointly with the kept
+neighbours that exist at the border); all removed pixels are solved jointly with the kept
 pixels as boundary values; then Gaussian noise (``noise_sigma``) is added to the removed pixels.
 The reference implementation solves each image with scipy's sparse LU on the CPU.
 
@@ -17,13 +17,16 @@ How it is solved here, for many images and channels at once:
 - Preconditioner: when every hole is shallow (random pixels), Jacobi (1/d). When holes are deep
   (blobs, the shape real attribution maps give), Jacobi-preconditioned CG needs hundreds of
   iterations; a multigrid V-cycle (2x2 aggregation, Galerkin coarse operators, damped Jacobi
-  smoothing, dense Cholesky on the coarsest grid) keeps CG at about 10-20 iterations whatever
+  smoothing, dense inverse on the coarsest grid) keeps CG at about 10-20 iterations whatever
   the hole size. ``solver="dense"`` solves small images directly in float64 (exact, but batched
   LAPACK is ~10x slower than Jacobi-PCG on 8x8 images, so "auto" never picks it).
 - fp32 accuracy: d x_p - sum w x_q loses digits in deep holes (an error floor near 1e-4), so the
   true residual is computed in the difference form sum_q w_q (x_q - x_p), and CG is restarted
   from it (iterative refinement) until it is below ``tol`` relative to the right-hand side.
   The error can exceed the residual by the hole's squared radius, hence the tight default.
+- Speed on a CPU is memory traffic: every array of a solve is allocated once and reused (fresh
+  multi-megabyte temporaries cost page faults), and a solve takes a few images at a time so its
+  arrays stay in the cache (``CHUNK_ELEMENTS``).
 - No torch.compile: it costs 15-40 s per new shape, more than a benchmark run of small images
   takes; everything here is plain eager torch.
 
@@ -43,12 +46,15 @@ from xaibench.seeding import per_item
 EDGE, DIAG = 1.0 / 6.0, 1.0 / 12.0
 # the 8 neighbours (dy, dx, weight) and the 9-point stencil's offsets (index 4 = the centre)
 NEIGHBOURS = tuple((dy, dx, DIAG if dy and dx else EDGE) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+# one of each symmetric pair of neighbours: the difference x_q - x_p serves both ends
+HALF = tuple((dy, dx, weight) for dy, dx, weight in NEIGHBOURS if (dy, dx) > (0, 0))
 STENCIL = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 SCALE = 1.5  # over-correct the coarse grid: unsmoothed aggregation underestimates it (26 -> 15 CG steps)
 OMEGA = 0.8  # Jacobi damping of the smoother; above ~1.3 it diverges (border rows reach 1.5)
 SHALLOW_DEPTH = 3  # holes at most this many pixels from a kept pixel use Jacobi-PCG
-COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide
-CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 25}  # N*C*H*W per solve: bounds memory, not results
+COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide (dense inverse there)
+# N*C*H*W per solve: bounds memory, not results; on a CPU small enough for the arrays to stay in cache
+CHUNK_ELEMENTS = {"cpu": 600_000, "cuda": 1 << 25}
 
 
 class ImputationError(RuntimeError):
@@ -93,9 +99,14 @@ def impute(
     per_chunk = max(1, CHUNK_ELEMENTS.get(images.device.type, CHUNK_ELEMENTS["cpu"]) // values[0].numel())
     for name, members in groups.items():
         index = (members & removed.flatten(1).any(1)).nonzero().flatten()
-        for chunk in index.split(per_chunk) if len(index) else ():
+        for chunk in index.tensor_split(math.ceil(len(index) / per_chunk)) if len(index) else ():
             solve = _dense if name == "dense" else _cg
-            out[chunk] = solve(values[chunk], removed[chunk], name, tol)
+            whole = len(chunk) == n  # one chunk of every image: no gather, no scatter
+            part = solve(values if whole else values[chunk], removed if whole else removed[chunk], name, tol)
+            if whole:
+                out = part
+            else:
+                out[chunk] = part
     if noise_sigma > 0:
         if seeds is None or len(seeds) != n:
             raise ValueError("noise needs one seed per image")
@@ -138,42 +149,47 @@ def _shallow(removed: Tensor) -> Tensor:
     return cover.flatten(1).all(1)
 
 
-def _residual(x: Tensor, unknown: Tensor) -> Tensor:
-    """b - A x in the difference form sum_q w_q (x_q - x_p): accurate in fp32 where x is smooth."""
+def _residual(x: Tensor, unknown: Tensor, out: Tensor, work: Tensor) -> Tensor:
+    """b - A x in the difference form sum_q w_q (x_q - x_p): accurate in fp32 where x is smooth.
+
+    Each neighbour difference is computed once and added to both of its pixels; ``work`` is scratch.
+    """
     height, width = x.shape[-2:]
-    residual = torch.zeros_like(x)
-    for dy, dx, weight in NEIGHBOURS:
-        (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
-        centre = x[..., yd, xd]
-        residual[..., yd, xd].add_(x[..., ys, xs] - centre, alpha=weight)
-    return residual.mul_(unknown)
+    out.zero_()
+    for dy, dx, weight in HALF:
+        (yp, yq), (xp, xq) = _pair(dy, height), _pair(dx, width)
+        difference = torch.sub(x[..., yq, xq], x[..., yp, xp], out=work[..., yp, xp])
+        out[..., yp, xp].add_(difference, alpha=weight)
+        out[..., yq, xq].sub_(difference, alpha=weight)
+    return out.mul_(unknown)
 
 
-def _neighbour_sum12(v: Tensor) -> Tensor:
-    """12 * sum_q w_q v_q + 4 v: the zero-padded separable [1 2 1] x [1 2 1] filter of v."""
-    rows = v * 2
+def _neighbour_sum12(v: Tensor, out: Tensor, rows: Tensor) -> Tensor:
+    """12 * sum_q w_q v_q + 4 v: the zero-padded separable [1 2 1] x [1 2 1] filter of v, into out."""
+    torch.mul(v, 2, out=rows)
     rows[..., :, 1:] += v[..., :, :-1]
     rows[..., :, :-1] += v[..., :, 1:]
-    both = rows * 2
-    both[..., 1:, :] += rows[..., :-1, :]
-    both[..., :-1, :] += rows[..., 1:, :]
-    return both
+    torch.mul(rows, 2, out=out)
+    out[..., 1:, :] += rows[..., :-1, :]
+    out[..., :-1, :] += rows[..., 1:, :]
+    return out
 
 
-def _apply_fine(v: Tensor, centre: Tensor, unknown: Tensor) -> Tensor:
-    """A v = d v - sum_q w_q v_q on the unknowns; v is zero elsewhere. centre = d + 1/3."""
-    return torch.addcmul(v * centre, _neighbour_sum12(v), unknown, value=-1.0 / 12.0)
+class _Fine:
+    """A v = d v - sum_q w_q v_q on the unknowns (v is zero elsewhere), with its scratch array."""
+
+    def __init__(self, unknown: Tensor, degree: Tensor, shape: torch.Size):
+        self.centre = degree + 1.0 / 3.0  # d v - (sum12 - 4 v) / 12
+        self.minus12 = unknown * (-1.0 / 12.0)
+        self.rows = unknown.new_empty(shape)
+
+    def apply(self, v: Tensor, out: Tensor) -> Tensor:
+        return _neighbour_sum12(v, out, self.rows).mul_(self.minus12).addcmul_(v, self.centre)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Per (image, channel) inner products, (N, C, 1, 1). (bmm and einsum were 6x slower on a CPU.)"""
-    return (a * b).sum((2, 3), keepdim=True)
-
-
-def _restrict(v: Tensor) -> Tensor:
-    """Sum over 2x2 cells (P^T), rows first: 30x faster than a 6-D view's sum on a CPU."""
-    rows = v[..., 0::2, :] + v[..., 1::2, :]
-    return rows[..., 0::2] + rows[..., 1::2]
+    """Per (image, channel) inner products, (N, C, 1, 1). (bmm and einsum were 4x slower on a CPU.)"""
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
 
 
 def _prolong_add(x: Tensor, coarse: Tensor) -> Tensor:
@@ -214,30 +230,32 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
     levels = _levels(height, width) if name == "multigrid" else 0
     step = 1 << levels
     pad = (0, -width % step, 0, -height % step)
-    unknown = removed.float()
-    keep = 1.0 - unknown
-    rhs = _residual(images * keep, unknown)
+    unknown = F.pad(removed.float(), pad)
+    degree = F.pad(_degree(height, width, images.device), pad)
+    fine = _Fine(unknown, degree, (n, channels, *unknown.shape[2:]))
+    residual = fine.rows.new_zeros(fine.rows.shape)  # padding stays zero
+    work = torch.empty_like(residual)
+    inside = (..., slice(0, height), slice(0, width))
+    # b (the kept neighbours' weighted sum) only scales the tolerance: the cheap sum form will do
+    keep = F.pad(images, pad) * (1.0 - unknown)
+    rhs = fine.apply(keep, work).mul_(unknown).neg_()
     target = tol * _dot(rhs, rhs).sqrt() + 1e-12
     # start from each channel's mean over the kept pixels: a smaller correction, a smaller fp32 error
-    mean = (images * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp_min(1)
+    mean = keep.sum((2, 3), keepdim=True) / (1.0 - unknown).sum((2, 3), keepdim=True).clamp_min(1)
     x = torch.where(removed, mean, images)
-    unknown_p = F.pad(unknown, pad)
-    degree = F.pad(_degree(height, width, images.device), pad)
-    centre = degree + 1.0 / 3.0
-
-    def apply(v: Tensor) -> Tensor:
-        return _apply_fine(v, centre, unknown_p)
-
-    if name == "multigrid":
-        precondition = _Multigrid(unknown_p, degree, levels).vcycle
+    if levels:  # multigrid; an image no wider than the coarsest grid has no coarser level: Jacobi
+        precondition = _Multigrid(unknown, degree, fine, levels).vcycle
         max_iter = 200
     else:
-        inverse = unknown_p / degree.clamp_min(1e-6)
-        precondition = inverse.__mul__
+        inverse = unknown / degree.clamp_min(1e-6)
+
+        def precondition(r: Tensor, out: Tensor) -> Tensor:
+            return torch.mul(r, inverse, out=out)
+
         max_iter = 20 * (height + width) + 100
     previous = None
     for round_ in range(rounds + 1):
-        residual = _residual(x, unknown)
+        _residual(x, unknown[inside], residual[inside], work[inside])
         relative = (_dot(residual, residual).sqrt() / target * tol).max().item()
         # fp32 has a floor near 1e-6 in deep holes: accept up to 10 tol once refinement stalls
         if relative <= tol or (previous is not None and relative <= 10 * tol and relative > 0.5 * previous):
@@ -245,32 +263,34 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
         if round_ == rounds:
             break
         previous = relative
-        x = x + _pcg(F.pad(residual, pad), apply, precondition, target, max_iter)[..., :height, :width]
+        x += _pcg(residual, fine, precondition, target, max_iter)[inside]
     raise ImputationError(f"{name} CG did not converge: relative residual {relative:.1e} > {tol:.0e}")
 
 
-def _pcg(residual: Tensor, apply, precondition, target: Tensor, max_iter: int) -> Tensor:
-    """Solve A e = residual per (image, channel) system; converged systems freeze (step 0)."""
+def _pcg(residual: Tensor, fine: _Fine, precondition, target: Tensor, max_iter: int) -> Tensor:
+    """Solve A e = residual per (image, channel) system (residual is overwritten); converged systems
+    freeze (step 0). Aims below the target so that fp32 drift rarely needs another round."""
+    goal = (0.5 * target) ** 2
     correction = torch.zeros_like(residual)
-    z = precondition(residual)
-    direction = z
-    rz = _dot(residual, z)
-    active = _dot(residual, residual) > target**2
+    direction, z, q = torch.empty_like(residual), torch.empty_like(residual), torch.empty_like(residual)
+    precondition(residual, direction)
+    rz = _dot(residual, direction)
+    active = _dot(residual, residual) > goal
     for _ in range(max_iter):
         if not active.any():
             break
-        q = apply(direction)
+        fine.apply(direction, q)
         alpha = torch.where(active, rz / _dot(direction, q), 0.0)
         correction.addcmul_(direction, alpha)
         residual.addcmul_(q, alpha, value=-1.0)
-        active &= _dot(residual, residual) > target**2
+        active &= _dot(residual, residual) > goal
         if not active.any():
             break
-        z = precondition(residual)
+        precondition(residual, z)
         rz_new = _dot(residual, z)
         beta = torch.where(active, rz_new / rz, 0.0)
         rz = rz_new
-        direction = z.addcmul_(direction, beta)
+        direction, z = z.addcmul_(direction, beta), direction
     return correction
 
 
@@ -278,39 +298,85 @@ class _Multigrid:
     """Symmetric V-cycle: 2x2 aggregation, Galerkin coarse stencils, damped Jacobi, dense coarsest.
 
     One pre- and one post-smoothing step make it symmetric positive definite, as CG needs. The
-    operator is the same for every channel of an image, so stencils are (N, 9, h, w).
+    operator is the same for every channel of an image, so stencils are (N, 9, h, w). Each coarse
+    level owns its arrays, and the shifted views of them that its stencil needs are made once:
+    on the small grids, making views costs more than the arithmetic.
     """
 
-    def __init__(self, unknown: Tensor, degree: Tensor, levels: int):
-        self.levels = levels
-        self.centre = degree + 1.0 / 3.0
-        self.active = [unknown]
-        self.smoother = [OMEGA * unknown / degree.clamp_min(1e-6)]
-        self.stencils = [None]
+    def __init__(self, unknown: Tensor, degree: Tensor, fine: _Fine, levels: int):
+        shape = fine.rows.shape
+        self.fine = fine
+        self.active = unknown
+        self.smoother = OMEGA * unknown / degree.clamp_min(1e-6)
+        self.work = unknown.new_empty(shape)
+        self.levels: list[_Level] = []
         stencil = _fine_stencil(unknown, degree)
+        finer = self.work
         for _ in range(levels):
             stencil = _galerkin(stencil)
-            diagonal = stencil[:, 4:5]
-            self.stencils.append(stencil)
-            self.active.append((diagonal > 0).float())
-            self.smoother.append(torch.where(diagonal > 0, OMEGA / diagonal.clamp_min(1e-30), 0.0))
-        # the coarsest grid (<= COARSEST_SIDE^2 cells) is solved by its explicit inverse: a bmm is
-        # 1000x faster than cholesky_solve's per-call LAPACK overhead there
-        self.inverse = torch.linalg.inv(_dense_matrix(stencil, self.active[-1])).float()
+            self.levels.append(_Level(stencil, finer))
+            finer = self.levels[-1].work
+        # the coarsest grid (<= COARSEST_SIDE^2 cells) is solved by its explicit (symmetric) inverse:
+        # a batched product is 1000x faster than cholesky_solve's per-call LAPACK overhead there.
+        # Cholesky, not linalg.inv: MKL's batched LU fails on some of these matrices with 2 threads.
+        # Larger coarsest grids cost more to invert (14x14: 2.5 ms per image) than their levels save.
+        cholesky = torch.linalg.cholesky(_dense_matrix(stencil, self.levels[-1].active))
+        self.inverse = torch.cholesky_inverse(cholesky).float()
 
-    def apply(self, level: int, v: Tensor) -> Tensor:
-        if level == 0:
-            return _apply_fine(v, self.centre, self.active[0])
-        return _apply_stencil(self.stencils[level], v)
+    def vcycle(self, residual: Tensor, out: Tensor) -> Tensor:
+        x = torch.mul(residual, self.smoother, out=out)
+        torch.sub(residual, self.fine.apply(x, self.work), out=self.work)  # the defect, restricted below
+        _prolong_add(x, self._coarse(0)).mul_(self.active)
+        defect = torch.sub(residual, self.fine.apply(x, self.work), out=self.work)
+        return x.addcmul_(defect, self.smoother)
 
-    def vcycle(self, residual: Tensor, level: int = 0) -> Tensor:
-        if level == self.levels:
-            solution = torch.bmm(self.inverse, residual.flatten(2).transpose(1, 2)).transpose(1, 2)
-            return solution.reshape(residual.shape) * self.active[level]
-        x = residual * self.smoother[level]
-        coarse = self.vcycle(_restrict(residual - self.apply(level, x)), level + 1)
-        _prolong_add(x, coarse.mul_(SCALE)).mul_(self.active[level])
-        return x.addcmul_(residual - self.apply(level, x), self.smoother[level])
+    def _coarse(self, index: int) -> Tensor:
+        """The scaled correction from coarse level ``index`` for the defect in the work array above it."""
+        level = self.levels[index]
+        residual = level.restrict()
+        if index == len(self.levels) - 1:
+            torch.matmul(residual.flatten(2), self.inverse, out=level.solution.view(residual.flatten(2).shape))
+            return level.solution.mul_(level.active).mul_(SCALE)
+        x = torch.mul(residual, level.smoother, out=level.solution)
+        torch.sub(residual, level.apply(), out=level.work)
+        _prolong_add(x, self._coarse(index + 1)).mul_(level.active)
+        defect = torch.sub(residual, level.apply(), out=level.work)
+        return x.addcmul_(defect, level.smoother).mul_(SCALE)
+
+
+class _Level:
+    """One coarse grid: its stencil, smoother, arrays, and the views its products use."""
+
+    def __init__(self, stencil: Tensor, finer: Tensor):
+        n, _, height, width = stencil.shape
+        shape = (n, finer.shape[1], height, width)
+        diagonal = stencil[:, 4:5]
+        self.active = (diagonal > 0).float()
+        self.smoother = torch.where(diagonal > 0, OMEGA / diagonal.clamp_min(1e-30), 0.0)
+        self.rhs, self.solution, self.work = (stencil.new_empty(shape) for _ in range(3))
+        half = stencil.new_empty(shape[0], shape[1], height, 2 * width)
+        # restriction: rows of the finer array first, then columns
+        self.restrict_views = (finer[..., 0::2, :], finer[..., 1::2, :], half, half[..., 0::2], half[..., 1::2])
+        self.centre = diagonal
+        self.products = []  # (work view, stencil view, solution view) per off-centre neighbour
+        for k, (dy, dx) in enumerate(STENCIL):
+            if k != 4:
+                (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
+                coefficient = stencil[:, k : k + 1, yd, xd]
+                self.products.append((self.work[..., yd, xd], coefficient, self.solution[..., ys, xs]))
+
+    def restrict(self) -> Tensor:
+        """P^T of the finer level's work array (sum over 2x2 cells), into this level's rhs."""
+        even, odd, half, left, right = self.restrict_views
+        torch.add(even, odd, out=half)
+        return torch.add(left, right, out=self.rhs)
+
+    def apply(self) -> Tensor:
+        """The stencil times this level's solution, into its work array."""
+        torch.mul(self.solution, self.centre, out=self.work)
+        for out, coefficient, value in self.products:
+            out.addcmul_(coefficient, value)
+        return self.work
 
 
 def _fine_stencil(unknown: Tensor, degree: Tensor) -> Tensor:
@@ -336,16 +402,6 @@ def _galerkin(stencil: Tensor) -> Tensor:
                 cy, cx = (sy + dy) // 2, (sx + dx) // 2
                 coarse[:, (cy + 1) * 3 + cx + 1] += stencil[:, k, sy::2, sx::2]
     return coarse
-
-
-def _apply_stencil(stencil: Tensor, v: Tensor) -> Tensor:
-    height, width = v.shape[-2:]
-    out = v * stencil[:, 4:5]
-    for k, (dy, dx) in enumerate(STENCIL):
-        if k != 4:
-            (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
-            out[..., yd, xd].addcmul_(stencil[:, k : k + 1, yd, xd], v[..., ys, xs])
-    return out
 
 
 def _dense_matrix(stencil: Tensor, active: Tensor) -> Tensor:

@@ -188,8 +188,6 @@ def _execute(
     import signal
 
     from xaibench import gates as gates_module
-    from xaibench import results as results_module
-    from xaibench.boards import summary
     from xaibench.executors import choose
     from xaibench.progress import RichProgress
     from xaibench.runner import Runner
@@ -222,21 +220,17 @@ def _execute(
         f"{counts.scored_items} scores · {counts.rows_written} rows written · "
         f"{counts.skipped_items} items already done · results in {report.results_dir}"
     )
-    rows = results_module.read(report.results_dir)
-    # This manifest's jobs on the items this run covered: not rows of removed methods, nor items
-    # beyond a limit that was since lowered.
-    rows = rows[rows["job_key"].isin(runner.job_keys()) & rows["item_id"].isin(runner.item_ids)]
-    table = summary.summary(rows) if not rows.empty else None
-    if not rows.empty:  # one line per run in results/<manifest>/history.jsonl (trends, regressions)
+    from xaibench.cli_board import RunBoard
+
+    shown = RunBoard(report.results_dir, runner.job_keys(), runner.item_ids)
+    table = shown.boards.table if shown.boards is not None else None
+    if shown.boards is not None:  # one line per run in results/<manifest>/history.jsonl (trends, regressions)
         from xaibench.site import record_history
 
-        record_history(report.results_dir, report.run_id, rows)
-    if board and table is not None:
-        _print_board(table, rows, Format.md if fmt is Format.html else fmt)
-    if board and not rows.empty:  # each study's picture beside its results (ROAR curves, sanity, ...)
-        from xaibench.boards import studies
-
-        for path in studies.plots(rows, report.results_dir / "board.png"):
+        record_history(report.results_dir, report.run_id, None if shown.from_memo else shown.rows(), board=table)
+    if board and shown.boards is not None:
+        shown.print(Format.md if fmt is Format.html else fmt)
+        for path in shown.plots():  # each study's picture beside its results (ROAR curves, sanity, ...)
             err.print(f"wrote {path}")
     code = 0
     reports = reports or {}
@@ -249,7 +243,8 @@ def _execute(
         judged = table if table is not None else pd.DataFrame(columns=["metric", "score", "method"])
         outcome = gates_module.evaluate(loaded.gates, judged, baseline=reports.get("baseline"))
         code = print_results(outcome)
-        jobs = gates_module.job_outcomes(loaded, rows, report.failures)
+        if reports.get("junit") or reports.get("summary"):
+            jobs = gates_module.job_outcomes(loaded, shown.rows(), report.failures)
         if reports.get("junit"):
             gates_module.write_junit(outcome, jobs, reports["junit"], name=f"xaibench.{loaded.name}")
             err.print(f"wrote {reports['junit']}")
@@ -267,36 +262,6 @@ def _execute(
             err.print(f"  - {label}: {message}", markup=False)
         code = EXIT_JOBS
     return code
-
-
-def _print_board(table, rows, fmt: Format) -> None:
-    if fmt is Format.table:
-        _print_rich(table, rows)
-    else:
-        typer.echo(_board_text(table, rows, fmt), nl=False)
-
-
-def _print_rich(table, rows) -> None:
-    from xaibench.boards import render, studies, summary
-
-    render.print_rich(table, summary.overall(rows), out)
-    for _, title, frame in studies.tables(rows):
-        render.print_frame(title, frame, out)
-    for warning in summary.environment_warnings(rows):
-        err.print(f"warning: {warning}", markup=False)
-
-
-def _board_text(table, rows, fmt: Format) -> str:
-    from xaibench.boards import render, studies, summary
-
-    if fmt is Format.csv:
-        return render.csv(table)
-    text = render.markdown(table, summary.overall(rows))
-    for _, title, frame in studies.tables(rows):
-        text += "\n" + render.frame_markdown(title, frame)
-    for warning in summary.environment_warnings(rows):
-        text += f"\n> warning: {warning}\n"
-    return text
 
 
 @app.command()
@@ -317,50 +282,6 @@ def check(manifests: list[Path] = typer.Argument(..., help="Manifest file(s) to 
         )
 
 
-@app.command()
-@user_errors
-def board(
-    results_dir: Path = typer.Argument(..., help="A manifest's results folder, or the whole results tree."),
-    fmt: Format = FORMAT_OPTION,
-    output: Path | None = typer.Option(
-        None, "--output", "--out", "-o", help="Write to this file (a folder for --format html) instead of stdout."
-    ),
-    plot: Path | None = typer.Option(None, "--plot", help="Also draw each method's mean and CI to this PNG."),
-):
-    """Render the leaderboard of stored results (no model work)."""
-    from xaibench import results as results_module
-    from xaibench.boards import summary
-
-    if fmt is Format.html:  # a static site: overview, per-manifest pages, grids, history
-        if output is None:
-            raise UserError("--format html writes a folder: give it with --out DIR")
-        from xaibench.site import write_site
-
-        index = write_site(results_dir, output, None)
-        err.print(f"wrote {index}")
-        return
-    rows = results_module.read(results_dir)
-    if rows.empty:
-        raise UserError(f"{results_dir}: no result rows found; run `xaibench run MANIFEST` first")
-    table = summary.summary(rows)
-    if plot is not None:
-        from xaibench.boards import studies
-        from xaibench.boards.plot import plot_board
-
-        if not table.empty:
-            plot_board(table, plot)
-            err.print(f"wrote {plot}")
-        for path in studies.plots(rows, plot):
-            err.print(f"wrote {path}")
-    if output is None:
-        _print_board(table, rows, fmt)
-        return
-    from xaibench.results import write_text
-
-    write_text(output, _board_text(table, rows, Format.md if fmt is Format.table else fmt))
-    err.print(f"wrote {output}")
-
-
 def main() -> None:
     try:
         app()
@@ -374,6 +295,11 @@ from xaibench import cli_ls  # noqa: E402, F401
 from xaibench import cli_plan  # noqa: E402, F401
 from xaibench import cli_site  # noqa: E402, F401
 from xaibench import cli_maintenance  # noqa: E402, F401
+from xaibench import cli_board  # noqa: E402, F401
 
 if __name__ == "__main__":
-    main()
+    # `python -m xaibench.cli`: this file runs as `__main__`, a second copy of the module that the
+    # command modules above never registered on; run the app of the real `xaibench.cli`.
+    from xaibench.cli import main as cli_main
+
+    cli_main()

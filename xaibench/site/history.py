@@ -76,22 +76,31 @@ def _summary_records(board: pd.DataFrame, run_id: str, time: pd.Timestamp) -> li
     return out
 
 
-def record_history(results_dir: Path, run_id: str, rows: pd.DataFrame | None = None) -> Path:
+def record_history(
+    results_dir: Path, run_id: str, rows: pd.DataFrame | None = None, board: pd.DataFrame | None = None
+) -> Path:
     """Append run ``run_id``'s summary board to ``<results_dir>/history.jsonl``; returns its path.
 
     ``rows`` are the rows the run's board shows (the caller may limit them to the manifest's
     jobs and items); by default every row in the folder. A folder without rows records nothing.
     A warm rerun (nothing recomputed) is recorded too: a flat point on the trend says it ran.
+    ``board``: the summary of those rows when the caller has it (not computed twice); with
+    ``board`` and no ``rows``, the run wrote no rows of its own (a warm rerun, its board read
+    back from the memo) and is stamped with its start time.
     """
     results_dir = Path(results_dir)
     path = results_dir / HISTORY_NAME
-    if rows is None:
+    if rows is None and board is None:
         rows = results.read(results_dir) if results_dir.exists() else pd.DataFrame()
-    if rows.empty:
+    if rows is not None and rows.empty:
         return path
-    board = summary_board.summary(rows)
+    if board is None:
+        board = summary_board.summary(rows)
     # When the run wrote rows, the newest of them; a warm rerun (no rows of its own) its start.
-    own = rows.loc[rows["run_id"] == run_id, "time"] if {"run_id", "time"} <= set(rows) else pd.Series(dtype=object)
+    if rows is not None and {"run_id", "time"} <= set(rows):
+        own = rows.loc[rows["run_id"] == run_id, "time"]
+    else:
+        own = pd.Series(dtype=object)
     stamp = pd.Timestamp(own.max()) if own.notna().any() else run_time(run_id) or pd.Timestamp.now(tz="UTC")
     lines = [line for line in _read_lines(path) if line.get("run_id") != run_id]
     lines += _summary_records(board, run_id, stamp)

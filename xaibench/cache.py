@@ -265,9 +265,9 @@ class Cache:
                 f"{self.root} has no {TAG_NAME}, so it was not made by xaibench; nothing deleted (check XAIBENCH_CACHE)"
             )
         freed = 0
-        # checks/ and memo/ hold small derived facts (preflight verdicts, split indices): see
-        # preflight.py and memo.py; "everything" includes them.
-        for k in [kind] if kind else [*KINDS, "locks", "checks", "memo"]:
+        # checks/, memo/ and boards/ hold derived facts (preflight verdicts, split indices, board
+        # tables): see preflight.py, memo.py and board_memo.py; "everything" includes them.
+        for k in [kind] if kind else [*KINDS, "locks", "checks", "memo", "boards"]:
             folder = self.root / k
             if folder.exists():
                 freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -4,7 +4,8 @@ The reference is the loop found in Quantus-style code: for every item and every 
 one perturbed copy in NumPy, send it through the model alone, read the probability. xaibench
 builds all (steps + 1) x batch copies with one `torch.where` and sends them in as few forward
 passes as its memory budget allows. Both run here on the same model, inputs and attributions;
-the script checks they agree (max |AUC difference|) and prints the speed-up.
+the script checks they agree (max |AUC difference|) and prints the speed-up. The comparison with
+Quantus itself (its ``PixelFlipping``, same settings, same run) is ``quantus_pixel_flipping.py``.
 
     .venv/bin/python benchmarks/perturbation_speed.py [--items 256] [--steps 20]
 """
@@ -16,9 +17,10 @@ import time
 
 import numpy as np
 import torch
-from xaibench.model_store import ModelStore
 
 from xaibench.cache import Cache
+from xaibench.fitting import FitSpec, FittedModels
+from xaibench.manifest import PluginSpec
 from xaibench.metrics.perturbation import Deletion
 from xaibench.registry import build
 from xaibench.seeding import item_seeds
@@ -51,7 +53,7 @@ def main() -> None:
     options = parser.parse_args()
 
     model_name = "digits_cnn" if options.dataset == "digits" else "synthetic_cnn"
-    model = ModelStore(Cache(), torch.device("cpu"), log=print).get(build("model", model_name))
+    model = FittedModels(Cache(), torch.device("cpu")).get(FitSpec(PluginSpec("model", model_name, "{}", "benchmark")))
     batch = next(build("dataset", options.dataset).batches("test", options.items))
     ids = batch.ids
     with torch.no_grad():

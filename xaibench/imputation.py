@@ -16,9 +16,9 @@ How it is solved here, for many images and channels at once:
   [1 2 1] x [1 2 1] filter built from shifted slices (much faster than conv2d on a CPU).
 - Preconditioner: when every hole is shallow (random pixels), Jacobi (1/d). When holes are deep
   (blobs, the shape real attribution maps give), Jacobi-preconditioned CG needs hundreds of
-  iterations; a multigrid V-cycle (2x2 aggregation, Galerkin coarse operators, damped Jacobi
-  smoothing, dense inverse on the coarsest grid) keeps CG at about 10-20 iterations whatever
-  the hole size. ``solver="dense"`` solves small images directly in float64 (exact, but batched
+  iterations; a multigrid V-cycle (vertex-centred, bilinear interpolation, Galerkin coarse
+  operators, damped Jacobi smoothing, dense inverse on the coarsest grid) keeps CG at 5-7
+  iterations whatever the hole size. ``solver="dense"`` solves small images directly in float64 (exact, but batched
   LAPACK is ~10x slower than Jacobi-PCG on 8x8 images, so "auto" never picks it).
 - fp32 accuracy: d x_p - sum w x_q loses digits in deep holes (an error floor near 1e-4), so the
   true residual is computed in the difference form sum_q w_q (x_q - x_p), and CG is restarted
@@ -35,6 +35,7 @@ A system that does not converge raises ``ImputationError``: never silently wrong
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -49,8 +50,7 @@ NEIGHBOURS = tuple((dy, dx, DIAG if dy and dx else EDGE) for dy in (-1, 0, 1) fo
 # one of each symmetric pair of neighbours: the difference x_q - x_p serves both ends
 HALF = tuple((dy, dx, weight) for dy, dx, weight in NEIGHBOURS if (dy, dx) > (0, 0))
 STENCIL = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-SCALE = 1.5  # over-correct the coarse grid: unsmoothed aggregation underestimates it (26 -> 15 CG steps)
-OMEGA = 0.8  # Jacobi damping of the smoother; above ~1.3 it diverges (border rows reach 1.5)
+OMEGA = 0.9  # Jacobi damping of the smoother (0.7-1.0 give the same CG counts within one step)
 SHALLOW_DEPTH = 3  # holes at most this many pixels from a kept pixel use Jacobi-PCG
 COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide (dense inverse there)
 # N*C*H*W per solve: bounds memory, not results; on a CPU small enough for the arrays to stay in cache
@@ -192,14 +192,6 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
 
 
-def _prolong_add(x: Tensor, coarse: Tensor) -> Tensor:
-    """x += P coarse (each coarse value to its 2x2 cell), in place."""
-    n, channels, height, width = coarse.shape
-    cols = coarse.unsqueeze(-1).expand(n, channels, height, width, 2).reshape(n, channels, height, 2 * width)
-    x.view(n, channels, height, 2, 2 * width).add_(cols.unsqueeze(3))
-    return x
-
-
 # ---- solvers -------------------------------------------------------------------------------------
 
 
@@ -221,15 +213,17 @@ def _dense(images: Tensor, removed: Tensor, name: str, tol: float) -> Tensor:
 
 
 def _levels(height: int, width: int) -> int:
-    return max(0, math.ceil(math.log2(max(height, width) / COARSEST_SIDE)))
+    """Coarse levels below a (height, width) grid, each (h + 1) / 2 wide, down to COARSEST_SIDE."""
+    return max(0, math.ceil(math.log2((max(height, width) - 1) / (COARSEST_SIDE - 1))))
 
 
 def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4) -> Tensor:
     """Preconditioned CG with iterative refinement on the true (difference-form) residual."""
     n, channels, height, width = images.shape
     levels = _levels(height, width) if name == "multigrid" else 0
+    # multigrid halves (h - 1): pad to 2^levels * m + 1 with pixels that are not there (no weight)
     step = 1 << levels
-    pad = (0, -width % step, 0, -height % step)
+    pad = (0, -(width - 1) % step, 0, -(height - 1) % step) if levels else (0, 0, 0, 0)
     unknown = F.pad(removed.float(), pad)
     degree = F.pad(_degree(height, width, images.device), pad)
     fine = _Fine(unknown, degree, (n, channels, *unknown.shape[2:]))
@@ -295,12 +289,15 @@ def _pcg(residual: Tensor, fine: _Fine, precondition, target: Tensor, max_iter: 
 
 
 class _Multigrid:
-    """Symmetric V-cycle: 2x2 aggregation, Galerkin coarse stencils, damped Jacobi, dense coarsest.
+    """Symmetric V-cycle, vertex-centred: each coarse point sits on every other fine point.
 
-    One pre- and one post-smoothing step make it symmetric positive definite, as CG needs. The
-    operator is the same for every channel of an image, so stencils are (N, 9, h, w). Each coarse
-    level owns its arrays, and the shifted views of them that its stencil needs are made once:
-    on the small grids, making views costs more than the arithmetic.
+    Interpolation is bilinear (masked to the unknowns), restriction its transpose, the coarse
+    operators Galerkin (P^T A P, 9-point stencils found by probing with 9 colours), the smoother
+    damped Jacobi, the coarsest grid solved by its inverse. One pre- and one post-smoothing step
+    make it symmetric positive definite, as CG needs. With bilinear interpolation CG needs 5-7
+    steps; the 2x2 aggregation tried first needed 13-15 (piecewise-constant coarse functions
+    represent a smooth error badly, even over-corrected). Stencils are (N, 9, h, w): the operator
+    is the same for every channel of an image.
     """
 
     def __init__(self, unknown: Tensor, degree: Tensor, fine: _Fine, levels: int):
@@ -310,54 +307,65 @@ class _Multigrid:
         self.smoother = OMEGA * unknown / degree.clamp_min(1e-6)
         self.work = unknown.new_empty(shape)
         self.levels: list[_Level] = []
-        stencil = _fine_stencil(unknown, degree)
-        finer = self.work
+        probe_rows = unknown.new_empty(shape[0], 9, *shape[2:])
+
+        def apply(v: Tensor) -> Tensor:
+            return _neighbour_sum12(v, torch.empty_like(v), probe_rows).mul_(fine.minus12).addcmul_(v, fine.centre)
+
+        finer, active = self.work, unknown
         for _ in range(levels):
-            stencil = _galerkin(stencil)
-            self.levels.append(_Level(stencil, finer))
-            finer = self.levels[-1].work
-        # the coarsest grid (<= COARSEST_SIDE^2 cells) is solved by its explicit (symmetric) inverse:
-        # a batched product is 1000x faster than cholesky_solve's per-call LAPACK overhead there.
+            stencil, active = _galerkin(apply, active)
+            self.levels.append(_Level(stencil, active, finer))
+            finer, active = self.levels[-1].work, self.levels[-1].active
+            apply = self.levels[-1].apply_to
+        # the coarsest grid (<= COARSEST_SIDE^2 points) is solved by its explicit (symmetric)
+        # inverse: a batched product is 1000x faster than cholesky_solve's per-call LAPACK overhead.
         # Cholesky, not linalg.inv: MKL's batched LU fails on some of these matrices with 2 threads.
-        # Larger coarsest grids cost more to invert (14x14: 2.5 ms per image) than their levels save.
-        cholesky = torch.linalg.cholesky(_dense_matrix(stencil, self.levels[-1].active))
+        # P^T A P is singular when masked coarse functions are linearly dependent (four of them
+        # sharing one fine unknown); those directions are the ones P sends to zero, so a relative
+        # shift of the diagonal makes it definite without changing what is prolonged.
+        matrix = _dense_matrix(stencil, active)
+        matrix.diagonal(dim1=1, dim2=2).mul_(1.0 + 1e-6)
+        cholesky = torch.linalg.cholesky(matrix)
         self.inverse = torch.cholesky_inverse(cholesky).float()
 
     def vcycle(self, residual: Tensor, out: Tensor) -> Tensor:
         x = torch.mul(residual, self.smoother, out=out)
         torch.sub(residual, self.fine.apply(x, self.work), out=self.work)  # the defect, restricted below
-        _prolong_add(x, self._coarse(0)).mul_(self.active)
+        self.levels[0].prolong_add(x, self._coarse(0)).mul_(self.active)
         defect = torch.sub(residual, self.fine.apply(x, self.work), out=self.work)
         return x.addcmul_(defect, self.smoother)
 
     def _coarse(self, index: int) -> Tensor:
-        """The scaled correction from coarse level ``index`` for the defect in the work array above it."""
+        """The correction on coarse level ``index`` for the defect in the work array above it."""
         level = self.levels[index]
         residual = level.restrict()
         if index == len(self.levels) - 1:
-            torch.matmul(residual.flatten(2), self.inverse, out=level.solution.view(residual.flatten(2).shape))
-            return level.solution.mul_(level.active).mul_(SCALE)
+            flat = residual.flatten(2)
+            torch.matmul(flat, self.inverse, out=level.solution.view(flat.shape))
+            return level.solution.mul_(level.active)
         x = torch.mul(residual, level.smoother, out=level.solution)
         torch.sub(residual, level.apply(), out=level.work)
-        _prolong_add(x, self._coarse(index + 1)).mul_(level.active)
+        self.levels[index + 1].prolong_add(x, self._coarse(index + 1)).mul_(level.active)
         defect = torch.sub(residual, level.apply(), out=level.work)
-        return x.addcmul_(defect, level.smoother).mul_(SCALE)
+        return x.addcmul_(defect, level.smoother)
 
 
 class _Level:
-    """One coarse grid: its stencil, smoother, arrays, and the views its products use."""
+    """One coarse grid: its stencil, smoother, arrays, and the views its products use (made once:
+    on the small grids, making views costs more than the arithmetic)."""
 
-    def __init__(self, stencil: Tensor, finer: Tensor):
+    def __init__(self, stencil: Tensor, active: Tensor, finer: Tensor):
         n, _, height, width = stencil.shape
         shape = (n, finer.shape[1], height, width)
-        diagonal = stencil[:, 4:5]
-        self.active = (diagonal > 0).float()
-        self.smoother = torch.where(diagonal > 0, OMEGA / diagonal.clamp_min(1e-30), 0.0)
+        self.stencil = stencil
+        self.centre = stencil[:, 4:5]
+        self.active = active
+        self.smoother = OMEGA * active / self.centre.clamp_min(1e-30)
         self.rhs, self.solution, self.work = (stencil.new_empty(shape) for _ in range(3))
-        half = stencil.new_empty(shape[0], shape[1], height, 2 * width)
-        # restriction: rows of the finer array first, then columns
-        self.restrict_views = (finer[..., 0::2, :], finer[..., 1::2, :], half, half[..., 0::2], half[..., 1::2])
-        self.centre = diagonal
+        self.finer = finer
+        self.rows = stencil.new_empty(shape[0], shape[1], finer.shape[2], width)  # restriction, columns done
+        self.cols = stencil.new_empty(shape[0], shape[1], height, finer.shape[3])  # prolongation, rows done
         self.products = []  # (work view, stencil view, solution view) per off-centre neighbour
         for k, (dy, dx) in enumerate(STENCIL):
             if k != 4:
@@ -366,10 +374,12 @@ class _Level:
                 self.products.append((self.work[..., yd, xd], coefficient, self.solution[..., ys, xs]))
 
     def restrict(self) -> Tensor:
-        """P^T of the finer level's work array (sum over 2x2 cells), into this level's rhs."""
-        even, odd, half, left, right = self.restrict_views
-        torch.add(even, odd, out=half)
-        return torch.add(left, right, out=self.rhs)
+        """P^T of the finer level's work array, into rhs (zero where no coarse point takes part)."""
+        return _restrict(self.finer, self.rhs, self.rows).mul_(self.active)
+
+    def prolong_add(self, x: Tensor, coarse: Tensor) -> Tensor:
+        """x += P coarse on the finer grid, in place."""
+        return _prolong_add(x, coarse, self.cols)
 
     def apply(self) -> Tensor:
         """The stencil times this level's solution, into its work array."""
@@ -378,30 +388,74 @@ class _Level:
             out.addcmul_(coefficient, value)
         return self.work
 
+    def apply_to(self, v: Tensor) -> Tensor:
+        """The stencil times any v of this grid's size (the next level's probes)."""
+        height, width = v.shape[-2:]
+        out = v * self.centre
+        for k, (dy, dx) in enumerate(STENCIL):
+            if k != 4:
+                (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
+                out[..., yd, xd].addcmul_(self.stencil[:, k : k + 1, yd, xd], v[..., ys, xs])
+        return out
 
-def _fine_stencil(unknown: Tensor, degree: Tensor) -> Tensor:
-    """The fine operator as 9 coefficient fields: stencil[:, k, p] = A[p, p + STENCIL[k]]."""
-    n, _, height, width = unknown.shape
-    stencil = torch.zeros(n, 9, height, width, device=unknown.device)
-    stencil[:, 4:5] = degree * unknown
+
+def _restrict(v: Tensor, out: Tensor, rows: Tensor) -> Tensor:
+    """P^T v (full weighting): out[i] = v[2i] + (v[2i - 1] + v[2i + 1]) / 2 along each axis, columns
+    first into ``rows`` (h, w / 2), then rows into ``out``; v has odd sides 2m - 1."""
+    torch.add(v[..., :, 2::2], v[..., :, 1::2], alpha=0.5, out=rows[..., :, 1:])
+    rows[..., :, :1] = v[..., :, :1]
+    rows[..., :, :-1].add_(v[..., :, 1::2], alpha=0.5)
+    torch.add(rows[..., 2::2, :], rows[..., 1::2, :], alpha=0.5, out=out[..., 1:, :])
+    out[..., :1, :] = rows[..., :1, :]
+    out[..., :-1, :].add_(rows[..., 1::2, :], alpha=0.5)
+    return out
+
+
+def _prolong_add(x: Tensor, coarse: Tensor, cols: Tensor) -> Tensor:
+    """x += P coarse (bilinear), in place: rows first into ``cols`` (h / 2, w), then columns."""
+    cols[..., 0::2] = coarse
+    torch.lerp(coarse[..., :-1], coarse[..., 1:], 0.5, out=cols[..., 1::2])
+    x[..., 0::2, :] += cols
+    x[..., 1::2, :].add_(cols[..., :-1, :], alpha=0.5).add_(cols[..., 1:, :], alpha=0.5)
+    return x
+
+
+def _galerkin(apply, active: Tensor) -> tuple[Tensor, Tensor]:
+    """The coarse operator P^T A P of a grid whose operator is ``apply``: (N, 9, h, w) stencils, and
+    the coarse points that take part, (N, 1, h, w).
+
+    A coarse point takes part when its masked function is not zero. (Taking only those whose
+    centre is an unknown keeps P of full rank, but needs 15-30 CG steps instead of 5-7.) The
+    stencil is 9-point, so probing with 9 colours of coarse points ((y mod 3, x mod 3)) finds
+    every coupling: the product for colour c at point I is the coupling of I with the one point of
+    colour c among its 9 neighbours.
+    """
+    n, _, height, width = active.shape
+    coarse = ((height + 1) // 2, (width + 1) // 2)
+    probes = apply(_probe_pattern(height, width, active.device) * active)  # A P e_c, masked P
+    result = _restrict(probes, probes.new_empty(n, 9, *coarse), probes.new_empty(n, 9, height, coarse[1]))
+    ys = torch.arange(coarse[0], device=active.device)[:, None]
+    xs = torch.arange(coarse[1], device=active.device)[None, :]
+    taking_part = _restrict(active, active.new_empty(n, 1, *coarse), active.new_empty(n, 1, height, coarse[1])) > 0
+    taking_part = taking_part.float()
+    stencil = result.new_zeros(n, 9, *coarse)
     for k, (dy, dx) in enumerate(STENCIL):
-        if k != 4:
-            (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
-            weight = DIAG if dy and dx else EDGE
-            stencil[:, k : k + 1, yd, xd] = -weight * unknown[..., yd, xd] * unknown[..., ys, xs]
-    return stencil
+        colour = ((ys + dy) % 3 * 3 + (xs + dx) % 3).expand(n, 1, *coarse)
+        (yd, yq), (xd, xq) = _pair(dy, coarse[0]), _pair(dx, coarse[1])  # neighbours that exist
+        coupling = result.gather(1, colour)[..., yd, xd]  # exact zeros off the points taking part
+        stencil[:, k : k + 1, yd, xd] = coupling * taking_part[..., yd, xd] * taking_part[..., yq, xq]
+    return stencil, taking_part
 
 
-def _galerkin(stencil: Tensor) -> Tensor:
-    """P^T A P for piecewise-constant 2x2 aggregation: sum the fine couplings of each cell pair."""
-    n, _, height, width = stencil.shape
-    coarse = stencil.new_zeros(n, 9, height // 2, width // 2)
-    for k, (dy, dx) in enumerate(STENCIL):
-        for sy in (0, 1):
-            for sx in (0, 1):
-                cy, cx = (sy + dy) // 2, (sx + dx) // 2
-                coarse[:, (cy + 1) * 3 + cx + 1] += stencil[:, k, sy::2, sx::2]
-    return coarse
+@functools.lru_cache(maxsize=16)
+def _probe_pattern(height: int, width: int, device: torch.device) -> Tensor:
+    """P e_c on a (height, width) grid for the 9 colours c of coarse points, (1, 9, height, width)."""
+    coarse = ((height + 1) // 2, (width + 1) // 2)
+    ys = torch.arange(coarse[0], device=device)[:, None]
+    xs = torch.arange(coarse[1], device=device)[None, :]
+    colours = (ys % 3 * 3 + xs % 3 == torch.arange(9, device=device)[:, None, None]).float()[None]
+    pattern = torch.zeros(1, 9, height, width, device=device)
+    return _prolong_add(pattern, colours, pattern.new_empty(1, 9, coarse[0], width))
 
 
 def _dense_matrix(stencil: Tensor, active: Tensor) -> Tensor:

@@ -52,6 +52,7 @@ HALF = tuple((dy, dx, weight) for dy, dx, weight in NEIGHBOURS if (dy, dx) > (0,
 STENCIL = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 OMEGA = 0.9  # Jacobi damping of the smoother (0.7-1.0 give the same CG counts within one step)
 SHALLOW_DEPTH = 3  # holes at most this many pixels from a kept pixel use Jacobi-PCG
+BATCH_LAST_WIDTH = 64  # narrower images are stored batch-last (see _batch_last)
 COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide (dense inverse there)
 # N*C*H*W per solve: bounds memory, not results; on a CPU small enough for the arrays to stay in cache
 CHUNK_ELEMENTS = {"cpu": 600_000, "cuda": 1 << 25}
@@ -178,10 +179,10 @@ def _neighbour_sum12(v: Tensor, out: Tensor, rows: Tensor) -> Tensor:
 class _Fine:
     """A v = d v - sum_q w_q v_q on the unknowns (v is zero elsewhere), with its scratch array."""
 
-    def __init__(self, unknown: Tensor, degree: Tensor, shape: torch.Size):
+    def __init__(self, unknown: Tensor, degree: Tensor, template: Tensor):
         self.centre = degree + 1.0 / 3.0  # d v - (sum12 - 4 v) / 12
         self.minus12 = unknown * (-1.0 / 12.0)
-        self.rows = unknown.new_empty(shape)
+        self.rows = torch.empty_like(template)
 
     def apply(self, v: Tensor, out: Tensor) -> Tensor:
         return _neighbour_sum12(v, out, self.rows).mul_(self.minus12).addcmul_(v, self.centre)
@@ -189,7 +190,15 @@ class _Fine:
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Per (image, channel) inner products, (N, C, 1, 1). (bmm and einsum were 4x slower on a CPU.)"""
+    if a.stride(-1) != 1:  # batch-last layout: a reduction over the outer dimensions
+        return (a * b).sum((2, 3), keepdim=True)
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
+
+
+def _batch_last(t: Tensor) -> Tensor:
+    """The same (N, C, H, W) tensor stored with N innermost: on small images every shifted slice
+    and every per-image sum then runs over long contiguous rows of N values."""
+    return t.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
 
 
 # ---- solvers -------------------------------------------------------------------------------------
@@ -226,8 +235,13 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
     pad = (0, -(width - 1) % step, 0, -(height - 1) % step) if levels else (0, 0, 0, 0)
     unknown = F.pad(removed.float(), pad)
     degree = F.pad(_degree(height, width, images.device), pad)
-    fine = _Fine(unknown, degree, (n, channels, *unknown.shape[2:]))
-    residual = fine.rows.new_zeros(fine.rows.shape)  # padding stays zero
+    if not levels and width < BATCH_LAST_WIDTH:
+        images, removed, unknown = _batch_last(images), _batch_last(removed), _batch_last(unknown)
+        template = images
+    else:
+        template = unknown.new_empty(n, channels, *unknown.shape[2:])
+    fine = _Fine(unknown, degree, template)
+    residual = torch.zeros_like(fine.rows)  # padding stays zero
     work = torch.empty_like(residual)
     inside = (..., slice(0, height), slice(0, width))
     # b (the kept neighbours' weighted sum) only scales the tolerance: the cheap sum form will do
@@ -253,7 +267,7 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
         relative = (_dot(residual, residual).sqrt() / target * tol).max().item()
         # fp32 has a floor near 1e-6 in deep holes: accept up to 10 tol once refinement stalls
         if relative <= tol or (previous is not None and relative <= 10 * tol and relative > 0.5 * previous):
-            return x
+            return x.contiguous()
         if round_ == rounds:
             break
         previous = relative

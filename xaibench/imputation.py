@@ -195,6 +195,13 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
 
 
+def _empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised (N, C, H, W) array stored like ``like`` (batch-last or contiguous)."""
+    if like.shape[0] > 1 and like.stride(0) == 1:
+        return torch.empty(shape[2], shape[3], shape[1], shape[0], device=like.device).permute(3, 2, 0, 1)
+    return torch.empty(shape, device=like.device)
+
+
 def _batch_last(t: Tensor) -> Tensor:
     """The same (N, C, H, W) tensor stored with N innermost: on small images every shifted slice
     and every per-image sum then runs over long contiguous rows of N values."""
@@ -235,17 +242,15 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
     pad = (0, -(width - 1) % step, 0, -(height - 1) % step) if levels else (0, 0, 0, 0)
     unknown = F.pad(removed.float(), pad)
     degree = F.pad(_degree(height, width, images.device), pad)
-    if not levels and width < BATCH_LAST_WIDTH:
-        images, removed, unknown = _batch_last(images), _batch_last(removed), _batch_last(unknown)
-        template = images
-    else:
-        template = unknown.new_empty(n, channels, *unknown.shape[2:])
-    fine = _Fine(unknown, degree, template)
+    padded = F.pad(images, pad)
+    if width < BATCH_LAST_WIDTH:
+        images, removed, unknown, padded = map(_batch_last, (images, removed, unknown, padded))
+    fine = _Fine(unknown, degree, padded)
     residual = torch.zeros_like(fine.rows)  # padding stays zero
     work = torch.empty_like(residual)
     inside = (..., slice(0, height), slice(0, width))
     # b (the kept neighbours' weighted sum) only scales the tolerance: the cheap sum form will do
-    keep = F.pad(images, pad) * (1.0 - unknown)
+    keep = padded * (1.0 - unknown)
     rhs = fine.apply(keep, work).mul_(unknown).neg_()
     target = tol * _dot(rhs, rhs).sqrt() + 1e-12
     # start from each channel's mean over the kept pixels: a smaller correction, a smaller fp32 error
@@ -306,7 +311,7 @@ class _Multigrid:
     """Symmetric V-cycle, vertex-centred: each coarse point sits on every other fine point.
 
     Interpolation is bilinear (masked to the unknowns), restriction its transpose, the coarse
-    operators Galerkin (P^T A P, 9-point stencils found by probing with 9 colours), the smoother
+    operators Galerkin (P^T A P: 9-point stencils, one strided convolution per level), the smoother
     damped Jacobi, the coarsest grid solved by its inverse. One pre- and one post-smoothing step
     make it symmetric positive definite, as CG needs. With bilinear interpolation CG needs 5-7
     steps; the 2x2 aggregation tried first needed 13-15 (piecewise-constant coarse functions
@@ -315,23 +320,16 @@ class _Multigrid:
     """
 
     def __init__(self, unknown: Tensor, degree: Tensor, fine: _Fine, levels: int):
-        shape = fine.rows.shape
         self.fine = fine
         self.active = unknown
         self.smoother = OMEGA * unknown / degree.clamp_min(1e-6)
-        self.work = unknown.new_empty(shape)
+        self.work = torch.empty_like(fine.rows)
         self.levels: list[_Level] = []
-        probe_rows = unknown.new_empty(shape[0], 9, *shape[2:])
-
-        def apply(v: Tensor) -> Tensor:
-            return _neighbour_sum12(v, torch.empty_like(v), probe_rows).mul_(fine.minus12).addcmul_(v, fine.centre)
-
-        finer, active = self.work, unknown
+        stencil, active, finer = _fine_stencil(unknown, degree), unknown, self.work
         for _ in range(levels):
-            stencil, active = _galerkin(apply, active)
+            stencil, active = _galerkin(stencil, active)
             self.levels.append(_Level(stencil, active, finer))
-            finer, active = self.levels[-1].work, self.levels[-1].active
-            apply = self.levels[-1].apply_to
+            finer = self.levels[-1].work
         # the coarsest grid (<= COARSEST_SIDE^2 points) is solved by its explicit (symmetric)
         # inverse: a batched product is 1000x faster than cholesky_solve's per-call LAPACK overhead.
         # Cholesky, not linalg.inv: MKL's batched LU fails on some of these matrices with 2 threads.
@@ -356,7 +354,7 @@ class _Multigrid:
         residual = level.restrict()
         if index == len(self.levels) - 1:
             flat = residual.flatten(2)
-            torch.matmul(flat, self.inverse, out=level.solution.view(flat.shape))
+            level.solution.copy_(torch.matmul(flat, self.inverse).view(residual.shape))
             return level.solution.mul_(level.active)
         x = torch.mul(residual, level.smoother, out=level.solution)
         torch.sub(residual, level.apply(), out=level.work)
@@ -372,14 +370,15 @@ class _Level:
     def __init__(self, stencil: Tensor, active: Tensor, finer: Tensor):
         n, _, height, width = stencil.shape
         shape = (n, finer.shape[1], height, width)
-        self.stencil = stencil
+        if finer.shape[0] > 1 and finer.stride(0) == 1:  # batch-last like the arrays it multiplies
+            stencil, active = _batch_last(stencil), _batch_last(active)
         self.centre = stencil[:, 4:5]
         self.active = active
         self.smoother = OMEGA * active / self.centre.clamp_min(1e-30)
-        self.rhs, self.solution, self.work = (stencil.new_empty(shape) for _ in range(3))
+        self.rhs, self.solution, self.work = (_empty(shape, finer) for _ in range(3))
         self.finer = finer
-        self.rows = stencil.new_empty(shape[0], shape[1], finer.shape[2], width)  # restriction, columns done
-        self.cols = stencil.new_empty(shape[0], shape[1], height, finer.shape[3])  # prolongation, rows done
+        self.rows = _empty((*shape[:2], finer.shape[2], width), finer)  # restriction, columns done
+        self.cols = _empty((*shape[:2], height, finer.shape[3]), finer)  # prolongation, rows done
         self.products = []  # (work view, stencil view, solution view) per off-centre neighbour
         for k, (dy, dx) in enumerate(STENCIL):
             if k != 4:
@@ -401,16 +400,6 @@ class _Level:
         for out, coefficient, value in self.products:
             out.addcmul_(coefficient, value)
         return self.work
-
-    def apply_to(self, v: Tensor) -> Tensor:
-        """The stencil times any v of this grid's size (the next level's probes)."""
-        height, width = v.shape[-2:]
-        out = v * self.centre
-        for k, (dy, dx) in enumerate(STENCIL):
-            if k != 4:
-                (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
-                out[..., yd, xd].addcmul_(self.stencil[:, k : k + 1, yd, xd], v[..., ys, xs])
-        return out
 
 
 def _restrict(v: Tensor, out: Tensor, rows: Tensor) -> Tensor:
@@ -434,42 +423,54 @@ def _prolong_add(x: Tensor, coarse: Tensor, cols: Tensor) -> Tensor:
     return x
 
 
-def _galerkin(apply, active: Tensor) -> tuple[Tensor, Tensor]:
-    """The coarse operator P^T A P of a grid whose operator is ``apply``: (N, 9, h, w) stencils, and
-    the coarse points that take part, (N, 1, h, w).
+def _fine_stencil(unknown: Tensor, degree: Tensor) -> Tensor:
+    """The fine operator as 9 coefficient fields: stencil[:, k, p] = A[p, p + STENCIL[k]], (N, 9, H, W)."""
+    n, _, height, width = unknown.shape
+    unknown = unknown.contiguous()
+    stencil = unknown.new_zeros(n, 9, height, width)
+    stencil[:, 4:5] = degree * unknown
+    for k, (dy, dx) in enumerate(STENCIL):
+        if k != 4:
+            (yd, ys), (xd, xs) = _pair(dy, height), _pair(dx, width)
+            weight = DIAG if dy and dx else EDGE
+            torch.mul(unknown[..., yd, xd], unknown[..., ys, xs], out=stencil[:, k : k + 1, yd, xd]).mul_(-weight)
+    return stencil
 
-    A coarse point takes part when its masked function is not zero. (Taking only those whose
-    centre is an unknown keeps P of full rank, but needs 15-30 CG steps instead of 5-7.) The
-    stencil is 9-point, so probing with 9 colours of coarse points ((y mod 3, x mod 3)) finds
-    every coupling: the product for colour c at point I is the coupling of I with the one point of
-    colour c among its 9 neighbours.
+
+def _galerkin(stencil: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
+    """The coarse operator P^T A P of a grid whose operator has ``stencil`` (N, 9, h, w): (N, 9, h', w')
+    stencils, and the coarse points that take part, (N, 1, h', w').
+
+    With p = 2I + a and q = 2J + b (a, b in {-1, 0, 1}^2, J = I + o), the coupling of I and J is
+    sum over (a, b) of h(a) h(b) A[p, q], h the bilinear weights (1, 1/2, 1/4), and A[p, q] is
+    stencil[q - p] at p with q - p = 2o + b - a: for every coarse offset o a sum of the 9 fine fields
+    around 2I with fixed weights, i.e. one convolution of stride 2. (Masks need no care: A is zero
+    on every row and column of a pixel that is not an unknown.) A coarse point takes part when its
+    masked function is not zero. (Taking only those whose centre is an unknown keeps P of full
+    rank, but needs 15-30 CG steps instead of 5-7.)
     """
     n, _, height, width = active.shape
     coarse = ((height + 1) // 2, (width + 1) // 2)
-    probes = apply(_probe_pattern(height, width, active.device) * active)  # A P e_c, masked P
-    result = _restrict(probes, probes.new_empty(n, 9, *coarse), probes.new_empty(n, 9, height, coarse[1]))
-    ys = torch.arange(coarse[0], device=active.device)[:, None]
-    xs = torch.arange(coarse[1], device=active.device)[None, :]
-    taking_part = _restrict(active, active.new_empty(n, 1, *coarse), active.new_empty(n, 1, height, coarse[1])) > 0
-    taking_part = taking_part.float()
-    stencil = result.new_zeros(n, 9, *coarse)
-    for k, (dy, dx) in enumerate(STENCIL):
-        colour = ((ys + dy) % 3 * 3 + (xs + dx) % 3).expand(n, 1, *coarse)
-        (yd, yq), (xd, xq) = _pair(dy, coarse[0]), _pair(dx, coarse[1])  # neighbours that exist
-        coupling = result.gather(1, colour)[..., yd, xd]  # exact zeros off the points taking part
-        stencil[:, k : k + 1, yd, xd] = coupling * taking_part[..., yd, xd] * taking_part[..., yq, xq]
-    return stencil, taking_part
+    weights = _galerkin_weights(stencil.device)
+    result = F.conv2d(stencil.contiguous(), weights, stride=2, padding=1)
+    mask = active.contiguous()
+    taking_part = _restrict(mask, mask.new_empty(n, 1, *coarse), mask.new_empty(n, 1, height, coarse[1])) > 0
+    return result, taking_part.float()
 
 
-@functools.lru_cache(maxsize=16)
-def _probe_pattern(height: int, width: int, device: torch.device) -> Tensor:
-    """P e_c on a (height, width) grid for the 9 colours c of coarse points, (1, 9, height, width)."""
-    coarse = ((height + 1) // 2, (width + 1) // 2)
-    ys = torch.arange(coarse[0], device=device)[:, None]
-    xs = torch.arange(coarse[1], device=device)[None, :]
-    colours = (ys % 3 * 3 + xs % 3 == torch.arange(9, device=device)[:, None, None]).float()[None]
-    pattern = torch.zeros(1, 9, height, width, device=device)
-    return _prolong_add(pattern, colours, pattern.new_empty(1, 9, coarse[0], width))
+@functools.lru_cache(maxsize=4)
+def _galerkin_weights(device: torch.device) -> Tensor:
+    """(9 coarse offsets o, 9 fine offsets k, 3, 3 positions a) weights h(a) h(b), b = k + a - 2o."""
+    weights = torch.zeros(9, 9, 3, 3, dtype=torch.float64)
+    h = {-1: 0.5, 0: 1.0, 1: 0.5}
+    for o, (oy, ox) in enumerate(STENCIL):
+        for k, (ky, kx) in enumerate(STENCIL):
+            for ay in (-1, 0, 1):
+                for ax in (-1, 0, 1):
+                    by, bx = ky + ay - 2 * oy, kx + ax - 2 * ox
+                    if abs(by) <= 1 and abs(bx) <= 1:
+                        weights[o, k, ay + 1, ax + 1] = h[ay] * h[ax] * h[by] * h[bx]
+    return weights.float().to(device)
 
 
 def _dense_matrix(stencil: Tensor, active: Tensor) -> Tensor:

@@ -38,6 +38,10 @@ from xaibench.registry import register
 # slower at 8x8 or 64x64 (benchmarks/quantus_pixel_flipping.py); a GPU wants the largest pass
 # that fits.
 PASS_ELEMENTS = {"cpu": 1 << 16, "cuda": 1 << 24}
+# Copies per pass of a curve, at most: on small images the input budget alone gives passes of
+# 1024 copies (8x8) whose activations, many channels per input pixel, spill the cache; 256 ran
+# 1.5x faster there (digits_cnn, benchmarks/quantus_pixel_flipping.py).
+PASS_COPIES = {"cpu": 256}
 
 Reduce = Literal["abs_sum", "sum", "max_abs"]
 Fill = Literal["black", "mean", "blur"]
@@ -81,8 +85,10 @@ def switch_curve(
     curve = torch.empty(len(counts), batch, device=start.device)
     # Passes of whole fractions (every item), or of a slice of the items of one fraction when a
     # fraction alone is over the budget: slices and broadcasts, never a gather of copies.
-    per_pass = max(1, PASS_ELEMENTS.get(start.device.type, PASS_ELEMENTS["cpu"]) // start[0].numel())
-    swapped = channels_last_weights(model) if start.device.type == "cpu" else []
+    device = start.device.type
+    per_pass = max(1, PASS_ELEMENTS.get(device, PASS_ELEMENTS["cpu"]) // start[0].numel())
+    per_pass = min(per_pass, PASS_COPIES.get(device, per_pass))
+    swapped = channels_last_weights(model) if device == "cpu" else []
     try:
         with torch.inference_mode():
             rows = list(range(len(counts)))

@@ -11,7 +11,7 @@ import torch
 from scipy.ndimage import distance_transform_cdt, gaussian_filter
 from torch import nn
 
-from xaibench import registry
+from xaibench import imputation, registry
 from xaibench.api import Batch, Curve
 from xaibench.errors import UserError
 from xaibench.imputation import ImputationError, impute
@@ -216,7 +216,7 @@ def test_results_do_not_depend_on_chunking(monkeypatch):
     random = oracle + torch.rand(oracle.shape, generator=torch.Generator().manual_seed(1))
     whole = road_scores(random)
     monkeypatch.setattr(road_module, "PASS_ELEMENTS", {"cpu": 1})
-    monkeypatch.setattr(road_module, "CHUNK_ELEMENTS", {"cpu": 1})
+    monkeypatch.setattr(imputation, "CHUNK_ELEMENTS", {"cpu": 1})  # road's solves and the imputer's
     chunked = road_scores(random)
     for name, value in whole.items():
         value, other = (value.values, chunked[name].values) if isinstance(value, Curve) else (value, chunked[name])

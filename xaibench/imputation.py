@@ -55,7 +55,7 @@ SHALLOW_DEPTH = 3  # holes at most this many pixels from a kept pixel use Jacobi
 BATCH_LAST_WIDTH = 64  # narrower images are stored batch-last (see _batch_last)
 COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide (dense inverse there)
 # N*C*H*W per solve: bounds memory, not results; on a CPU small enough for the arrays to stay in cache
-CHUNK_ELEMENTS = {"cpu": 600_000, "cuda": 1 << 25}
+CHUNK_ELEMENTS = {"cpu": 1_200_000, "cuda": 1 << 25}
 
 
 class ImputationError(RuntimeError):

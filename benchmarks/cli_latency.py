@@ -41,7 +41,8 @@ def main() -> None:
     xaibench = [str(Path(sys.executable).with_name("xaibench"))]
     name = Path(options.manifest).stem
     start = time.perf_counter()
-    subprocess.run([*xaibench, "run", options.manifest], cwd=ROOT, stdout=subprocess.DEVNULL, check=True)
+    warm = [*xaibench, "run", options.manifest]
+    subprocess.run(warm, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     print(f"warm-up: xaibench run {options.manifest} in {time.perf_counter() - start:.1f} s")
 
     commands = {

@@ -92,6 +92,17 @@ def test_imputer_handles_sizes_that_do_not_halve_evenly(solver):
     check_against_reference(images, removed, solver)
 
 
+def test_imputer_batches_mixing_easy_and_hard_systems():
+    """Enough images that converged ones leave the batch mid-solve (ROAD's fractions of one item)."""
+    rng = np.random.default_rng(7)
+    fractions = np.linspace(0.05, 0.95, 40)
+    images = rng.uniform(size=(40, 2, 10, 12)).astype(np.float32)
+    removed = np.stack([rng.uniform(size=(10, 12)) < f for f in fractions])
+    removed[:, 0, 0] = False
+    for solver in ("jacobi", "auto"):
+        check_against_reference(images, removed, solver)
+
+
 @pytest.mark.slow  # ~5 s, most of it the pixel-by-pixel reference
 def test_imputer_matches_the_reference_on_deep_holes_at_224():
     """Holes over 50 px from any kept pixel: where Jacobi sweeps stall and fp32 loses digits."""

@@ -53,6 +53,7 @@ STENCIL = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 OMEGA = 0.9  # Jacobi damping of the smoother (0.7-1.0 give the same CG counts within one step)
 SHALLOW_DEPTH = 3  # holes at most this many pixels from a kept pixel use Jacobi-PCG
 BATCH_LAST_WIDTH = 64  # narrower images are stored batch-last (see _batch_last)
+COMPACT_MIN = 32  # batches of fewer images keep their converged systems (moving them costs more)
 COARSEST_SIDE = 8  # multigrid coarsens until the grid is at most this wide (dense inverse there)
 # N*C*H*W per solve: bounds memory, not results; on a CPU small enough for the arrays to stay in cache
 CHUNK_ELEMENTS = {"cpu": 1_200_000, "cuda": 1 << 25}
@@ -187,6 +188,26 @@ class _Fine:
     def apply(self, v: Tensor, out: Tensor) -> Tensor:
         return _neighbour_sum12(v, out, self.rows).mul_(self.minus12).addcmul_(v, self.centre)
 
+    def take(self, index: Tensor) -> _Fine:
+        """The operator of the images ``index`` only."""
+        part = object.__new__(_Fine)
+        part.centre, part.minus12 = self.centre, _take(self.minus12, index)
+        part.rows = _empty((len(index), *self.rows.shape[1:]), self.rows)
+        return part
+
+
+class _Jacobi:
+    """The Jacobi preconditioner 1/d on the unknowns."""
+
+    def __init__(self, inverse: Tensor):
+        self.inverse = inverse
+
+    def __call__(self, r: Tensor, out: Tensor) -> Tensor:
+        return torch.mul(r, self.inverse, out=out)
+
+    def take(self, index: Tensor) -> _Jacobi:
+        return _Jacobi(_take(self.inverse, index))
+
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Per (image, channel) inner products, (N, C, 1, 1). (bmm and einsum were 4x slower on a CPU.)"""
@@ -200,6 +221,22 @@ def _empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
     if like.shape[0] > 1 and like.stride(0) == 1:
         return torch.empty(shape[2], shape[3], shape[1], shape[0], device=like.device).permute(3, 2, 0, 1)
     return torch.empty(shape, device=like.device)
+
+
+def _take(t: Tensor, index: Tensor) -> Tensor:
+    """The images ``index`` of t, stored like t."""
+    if t.shape[0] > 1 and t.stride(0) == 1:
+        return t.permute(2, 3, 1, 0).index_select(3, index).permute(3, 2, 0, 1)
+    return t.index_select(0, index)
+
+
+def _put(whole: Tensor, index: Tensor, part: Tensor) -> Tensor:
+    """whole[index] = part, in place, whatever the layouts; returns whole."""
+    if whole.shape[0] > 1 and whole.stride(0) == 1:
+        whole.permute(2, 3, 1, 0).index_copy_(3, index, part.permute(2, 3, 1, 0))
+    else:
+        whole.index_copy_(0, index, part)
+    return whole
 
 
 def _batch_last(t: Tensor) -> Tensor:
@@ -260,11 +297,7 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
         precondition = _Multigrid(unknown, degree, fine, levels).vcycle
         max_iter = 200
     else:
-        inverse = unknown / degree.clamp_min(1e-6)
-
-        def precondition(r: Tensor, out: Tensor) -> Tensor:
-            return torch.mul(r, inverse, out=out)
-
+        precondition = _Jacobi(unknown / degree.clamp_min(1e-6))
         max_iter = 20 * (height + width) + 100
     previous = None
     for round_ in range(rounds + 1):
@@ -282,13 +315,19 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
 
 def _pcg(residual: Tensor, fine: _Fine, precondition, target: Tensor, max_iter: int) -> Tensor:
     """Solve A e = residual per (image, channel) system (residual is overwritten); converged systems
-    freeze (step 0). Aims below the target so that fp32 drift rarely needs another round."""
+    freeze (step 0). Aims below the target so that fp32 drift rarely needs another round.
+
+    With a preconditioner that can be restricted to some images (Jacobi), the images whose systems
+    have all converged leave the arrays once they are half of them: a batch mixing easy and hard
+    systems (ROAD's fractions 0.1-0.9 of one item) then costs what its systems need, not all of
+    them what the hardest needs."""
     goal = (0.5 * target) ** 2
     correction = torch.zeros_like(residual)
     direction, z, q = torch.empty_like(residual), torch.empty_like(residual), torch.empty_like(residual)
     precondition(residual, direction)
     rz = _dot(residual, direction)
     active = _dot(residual, residual) > goal
+    whole, index = correction, None  # index: the rows of ``whole`` still being solved
     for _ in range(max_iter):
         if not active.any():
             break
@@ -299,12 +338,24 @@ def _pcg(residual: Tensor, fine: _Fine, precondition, target: Tensor, max_iter: 
         active &= _dot(residual, residual) > goal
         if not active.any():
             break
+        alive = active.flatten(1).any(1)
+        if hasattr(precondition, "take") and len(alive) >= COMPACT_MIN and 2 * int(alive.sum()) <= len(alive):
+            keep = alive.nonzero().flatten()
+            if index is not None:
+                _put(whole, index, correction)
+            index = keep if index is None else index[keep]
+            correction, residual, direction = (_take(t, keep) for t in (correction, residual, direction))
+            z, q = torch.empty_like(direction), torch.empty_like(direction)
+            rz, active, goal = rz[keep], active[keep], goal[keep]
+            fine, precondition = fine.take(keep), precondition.take(keep)
         precondition(residual, z)
         rz_new = _dot(residual, z)
         beta = torch.where(active, rz_new / rz, 0.0)
         rz = rz_new
         direction, z = z.addcmul_(direction, beta), direction
-    return correction
+    if index is None:
+        return correction
+    return _put(whole, index, correction)
 
 
 class _Multigrid:

@@ -86,10 +86,11 @@ def impute(
         raise ValueError(f"unknown solver {solver!r}")
     removed = removed.to(torch.bool)
     n, channels, height, width = images.shape
-    if (removed.flatten(1).all(1) & (height * width > 0)).any():
+    counts = removed.flatten(1).sum(1)  # (a sum: bool all() over a dimension is 20x slower)
+    if height * width > 0 and bool((counts == height * width).any()):
         raise ValueError("an image has every pixel removed: nothing to impute from")
     values = images.to(torch.float32)
-    out = values.clone()
+    out = values
     if solver == "auto":
         if max(height, width) <= 2 * COARSEST_SIDE:  # no hole can be deep
             groups = {"jacobi": torch.ones(n, dtype=torch.bool, device=images.device)}
@@ -100,7 +101,9 @@ def impute(
         groups = {solver: torch.ones(n, dtype=torch.bool, device=images.device)}
     per_chunk = max(1, CHUNK_ELEMENTS.get(images.device.type, CHUNK_ELEMENTS["cpu"]) // values[0].numel())
     for name, members in groups.items():
-        index = (members & removed.flatten(1).any(1)).nonzero().flatten()
+        index = (members & (counts > 0)).nonzero().flatten()
+        if len(index) > per_chunk:  # images with as many removed pixels together: a chunk stops when its own converge
+            index = index[counts[index].argsort(stable=True)]
         for chunk in index.tensor_split(math.ceil(len(index) / per_chunk)) if len(index) else ():
             solve = _dense if name == "dense" else _cg
             whole = len(chunk) == n  # one chunk of every image: no gather, no scatter
@@ -108,7 +111,10 @@ def impute(
             if whole:
                 out = part
             else:
+                out = values.clone() if out is values else out
                 out[chunk] = part
+    if out is images:  # nothing was removed: still a new tensor, as callers may write to it
+        out = out.clone()
     if noise_sigma > 0:
         if seeds is None or len(seeds) != n:
             raise ValueError("noise needs one seed per image")
@@ -197,16 +203,17 @@ class _Fine:
 
 
 class _Jacobi:
-    """The Jacobi preconditioner 1/d on the unknowns."""
+    """The Jacobi preconditioner 1/d: one array for every image, as CG's residuals are already
+    zero off the unknowns."""
 
-    def __init__(self, inverse: Tensor):
-        self.inverse = inverse
+    def __init__(self, degree: Tensor):
+        self.inverse = 1.0 / degree.clamp_min(1e-6)
 
     def __call__(self, r: Tensor, out: Tensor) -> Tensor:
         return torch.mul(r, self.inverse, out=out)
 
     def take(self, index: Tensor) -> _Jacobi:
-        return _Jacobi(_take(self.inverse, index))
+        return self
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -297,7 +304,7 @@ def _cg(images: Tensor, removed: Tensor, name: str, tol: float, rounds: int = 4)
         precondition = _Multigrid(unknown, degree, fine, levels).vcycle
         max_iter = 200
     else:
-        precondition = _Jacobi(unknown / degree.clamp_min(1e-6))
+        precondition = _Jacobi(degree)
         max_iter = 20 * (height + width) + 100
     previous = None
     for round_ in range(rounds + 1):
@@ -404,7 +411,7 @@ class _Multigrid:
         level = self.levels[index]
         residual = level.restrict()
         if index == len(self.levels) - 1:
-            flat = residual.flatten(2)
+            flat = residual.contiguous().flatten(2)  # (a strided batch-last flatten makes matmul 15x slower)
             level.solution.copy_(torch.matmul(flat, self.inverse).view(residual.shape))
             return level.solution.mul_(level.active)
         x = torch.mul(residual, level.smoother, out=level.solution)

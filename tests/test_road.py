@@ -227,7 +227,8 @@ def test_results_do_not_depend_on_chunking(monkeypatch):
     random = oracle + torch.rand(oracle.shape, generator=torch.Generator().manual_seed(1))
     whole = road_scores(random)
     monkeypatch.setattr(road_module, "PASS_ELEMENTS", {"cpu": 1})
-    monkeypatch.setattr(imputation, "CHUNK_ELEMENTS", {"cpu": 1})  # road's solves and the imputer's
+    monkeypatch.setattr(road_module, "SOLVE_ELEMENTS", {"cpu": 1})
+    monkeypatch.setattr(imputation, "CHUNK_ELEMENTS", {"cpu": 1})
     chunked = road_scores(random)
     for name, value in whole.items():
         value, other = (value.values, chunked[name].values) if isinstance(value, Curve) else (value, chunked[name])

@@ -18,7 +18,7 @@ Choices: a fraction f removes round(f * H * W) pixels, at most all but one (the 
 a kept pixel); noise is added to the imputed pixels only, unclipped, as in the reference code;
 each (item, order, fraction) copy draws its noise from the item seed, so an item's scores do not
 depend on its batch. Cost: one sparse solve per copy (2 x len(fractions) per item) and the same
-number of forward passes, sent in chunks of ``PASS_ELEMENTS``.
+number of forward passes, imputed ``SOLVE_ELEMENTS`` and sent ``PASS_ELEMENTS`` at a time.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from xaibench.registry import register
 from xaibench.seeding import per_item
 
 ORDERS = ("morf", "lerf")
+# N*C*H*W of the copies imputed by one call: bounds memory; the imputer splits them into its own
+# cache-sized solves, grouped by solver and by how much is removed, so a call should hold many
+SOLVE_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 27}
 
 
 @register("metric", "road")
@@ -107,11 +110,7 @@ class Road:
         removed = torch.stack(
             [rank < k if name == "morf" else rank >= pixels - k for name in orders for k in counts], dim=1
         )  # (n, copies, 1, H, W), copies ordered (order, fraction)
-        # one generator per item draws the noise of all its copies (per-copy generators cost 3x
-        # the imputation on 8x8 images); a copy's noise depends only on its item's seed
-        noise = per_item(seeds, lambda g: torch.randn((2, len(counts), channels, height, width), generator=g), salt=2)
-        noise = noise[:, [ORDERS.index(name) for name in orders]].flatten(1, 2).to(inputs.device)
-        probability, correct = self._evaluate(model, inputs, removed, self.noise * noise, target)
+        probability, correct = self._evaluate(model, inputs, removed, seeds, orders, target)
         x = torch.tensor(self.fractions, dtype=torch.float32, device=inputs.device)
         scores: dict[str, Tensor | Curve] = {}
         for i, name in enumerate(orders):
@@ -123,32 +122,43 @@ class Road:
         return scores
 
     def _evaluate(
-        self, model: nn.Module, inputs: Tensor, removed: Tensor, noise: Tensor, target: Tensor
+        self, model: nn.Module, inputs: Tensor, removed: Tensor, seeds: Tensor, orders: tuple[str, ...], target: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Impute every copy and send it through the model: (n, copies) probabilities and hits."""
+        """Impute every copy and send it through the model: (n, copies) probabilities and hits.
+
+        Items go in groups of about ``SOLVE_ELEMENTS`` (all their copies, so the imputer sees every
+        fraction at once); a group's copies are made, noised and imputed only when it is its turn.
+        """
         import torch
 
         # The imputer imports torch at its top: load it only when a ROAD task runs.
-        from xaibench.imputation import CHUNK_ELEMENTS, impute
+        from xaibench.imputation import impute
 
         n, copies = removed.shape[:2]
         shape = inputs.shape[1:]
         device = inputs.device.type
-        per_solve = max(1, CHUNK_ELEMENTS.get(device, CHUNK_ELEMENTS["cpu"]) // inputs[0].numel())
+        per_solve = max(1, SOLVE_ELEMENTS.get(device, SOLVE_ELEMENTS["cpu"]) // (copies * inputs[0].numel()))
         per_pass = max(1, PASS_ELEMENTS.get(device, PASS_ELEMENTS["cpu"]) // inputs[0].numel())
-        flat_inputs = inputs.unsqueeze(1).expand(n, copies, *shape).reshape(n * copies, *shape)
-        flat_removed = removed.reshape(n * copies, 1, *shape[1:])
-        flat_noise = noise.reshape(n * copies, *shape)
-        flat_target = target.repeat_interleave(copies)
+        picks = [ORDERS.index(name) for name in orders]
         probability, correct = [], []
         with torch.no_grad():
-            for start in range(0, n * copies, per_solve):
-                part = slice(start, start + per_solve)
-                filled = impute(flat_inputs[part], flat_removed[part], 0.0)
-                filled = torch.where(flat_removed[part], filled + flat_noise[part], filled)
+            for start in range(0, n, per_solve):
+                items = slice(start, start + per_solve)
+                count = len(inputs[items])
+                # one generator per item draws the noise of all its copies (per-copy generators cost
+                # 3x the imputation on 8x8 images); a copy's noise depends only on its item's seed
+                noise = per_item(
+                    seeds[items], lambda g: torch.randn((2, copies // len(orders), *shape), generator=g), salt=2
+                )
+                noise = noise[:, picks].reshape(count * copies, *shape).to(inputs.device)
+                flat_inputs = inputs[items].unsqueeze(1).expand(count, copies, *shape).reshape(count * copies, *shape)
+                flat_removed = removed[items].reshape(count * copies, 1, *shape[1:])
+                filled = impute(flat_inputs, flat_removed, 0.0)
+                filled = torch.where(flat_removed, filled + self.noise * noise, filled)
+                goals = target[items].repeat_interleave(copies)
                 for begin in range(0, len(filled), per_pass):
                     logits = model(filled[begin : begin + per_pass])
-                    goal = flat_target[part][begin : begin + per_pass]
+                    goal = goals[begin : begin + per_pass]
                     probability.append(logits.softmax(-1).gather(1, goal[:, None]).squeeze(1))
                     correct.append((logits.argmax(-1) == goal).float())
         return torch.cat(probability).view(n, copies), torch.cat(correct).view(n, copies)

@@ -19,6 +19,9 @@ Settings under which the two compute the same numbers:
   fractions 0..1) from Quantus' curve plus the unperturbed probability.
 * probability: softmax of the target class in both (Quantus ``softmax=True``); both use
   ``batch_size`` items per call (``--batch``, the runner's default 64).
+* the unperturbed input: both get what a run has before it scores, the targets (Quantus) and the
+  logits that chose them (xaibench, ``Batch.extras[LOGITS]``, as the runner passes them), so
+  neither sends the unchanged items through the model again.
 
 Timed alternately over ``--rounds`` rounds (medians): Quantus' ``PixelFlipping`` call on all
 items, xaibench's ``Deletion.score`` over the same items in batches, and the bare forward passes
@@ -46,6 +49,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from xaibench.api import LOGITS, Batch  # noqa: E402
 from xaibench.cache import Cache  # noqa: E402
 from xaibench.fitting import FitSpec, FittedModels  # noqa: E402
 from xaibench.imaging import importance_map, rank_pixels  # noqa: E402
@@ -64,7 +68,11 @@ def setup(side: int, items: int):
     model = FittedModels(Cache(), torch.device("cpu")).get(spec)
     batch = next(spec.instance().train_data().batches("test", items))
     with torch.no_grad():
-        target = model(batch.inputs).argmax(1)
+        logits = model(batch.inputs)
+    target = logits.argmax(1)
+    # As the runner scores a batch: with the logits that chose the target, from which xaibench
+    # reads the unperturbed point of the curve (Quantus gets the targets from the same pass).
+    batch = Batch(batch.ids, batch.inputs, batch.labels, batch.masks, {**batch.extras, LOGITS: logits})
     maps = build("method", "saliency").attribute(model, batch.inputs, target, item_seeds(0, batch.ids, "method"))
     jitter = torch.randn(maps.shape, generator=torch.Generator().manual_seed(side))
     maps = maps + 1e-4 * maps.abs().mean() * jitter

@@ -174,3 +174,35 @@ def test_deletion_equals_quantus_pixel_flipping(trained_digits_cnn, digits_batch
     auc = Deletion(steps=steps).score(model, batch, target, maps, None, seeds)["auc"]
     rebuilt = np.trapezoid(np.concatenate([ours[:, :1].numpy(), theirs], 1), fractions.numpy(), axis=1)
     np.testing.assert_allclose(auc.numpy(), rebuilt, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [Deletion, Insertion])
+def test_the_runs_logits_replace_the_pass_of_the_unchanged_inputs(case, digits_batch, cls):
+    """A run hands the metric the logits that chose the target (``Batch.extras[LOGITS]``): the
+    curve's point on the unchanged inputs (deletion's first, insertion's last) is read from them,
+    no copy of the unchanged items goes through the model, and the scores stay the same."""
+    from xaibench.api import LOGITS, Batch
+
+    model, inputs, target, maps, _ = case
+    seeds = item_seeds(0, digits_batch.ids, "metric:deletion")
+    metric = cls(steps=8)
+    with torch.no_grad():
+        logits = model(inputs)
+    given = Batch(digits_batch.ids, inputs, digits_batch.labels, None, {LOGITS: logits})
+    passes = []
+    hook = model.register_forward_pre_hook(lambda module, args: passes.append(args[0].clone()))
+    try:
+        plain = metric.score(model, digits_batch, target, maps, None, seeds)["auc"]
+        sent_plain = torch.cat(passes)
+        passes.clear()
+        reused = metric.score(model, given, target, maps, None, seeds)["auc"]
+        sent_reused = torch.cat(passes)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(reused, plain, atol=1e-6, rtol=0)
+
+    def copies_of_the_inputs(sent):
+        return sum(int((sent == x).flatten(1).all(1).sum()) for x in inputs)
+
+    assert copies_of_the_inputs(sent_plain) == len(inputs)
+    assert copies_of_the_inputs(sent_reused) == 0

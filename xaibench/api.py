@@ -21,13 +21,18 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 
+LOGITS = "model:logits"  # Batch.extras key of the run's logits on the batch's inputs
+
+
 @dataclass(frozen=True)
 class Batch:
     """A batch of items. ``inputs`` are float32 in [0, 1], shape (B, C, H, W).
 
     ``ids`` are stable strings (the cache and results key items by them); ``masks`` are optional
     ground-truth (B, 1, H, W) bool masks; ``extras`` holds named per-item tensors a study needs,
-    such as variants of an item (a scene-only image for BAM), each with leading dim B.
+    such as variants of an item (a scene-only image for BAM), each with leading dim B. When a run
+    scores a batch, ``extras[LOGITS]`` holds the model's (B, classes) logits on the inputs (those
+    that chose the target): a metric may use them instead of running the unchanged inputs again.
     """
 
     ids: list[str]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 from xaibench import registry
-from xaibench.api import Batch
+from xaibench.api import LOGITS, Batch
 from xaibench.cache import Cache
 from xaibench.fitting import FitSpec, FittedModels
 from xaibench.manifest import PluginSpec
@@ -83,7 +83,10 @@ class Recomputer:
         module = self.models.get(FitSpec(_spec("model", *recipe["model"])))
         items = _items(_spec("dataset", *recipe["dataset"]), recipe["split"], ids)
         with torch.no_grad():
-            predictions = module(items.inputs).argmax(1)
+            logits = module(items.inputs)
+        predictions = logits.argmax(1)
+        # As a run scores: with the logits that chose the target (metrics may reuse them).
+        items = Batch(items.ids, items.inputs, items.labels, items.masks, {**items.extras, LOGITS: logits})
         target = items.labels if recipe["target"] == "label" else predictions
         method = _spec("method", *recipe["method"]).instance()
         seeds = item_seeds(recipe["seed"], ids, "method")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from xaibench import keys, registry, results
 from xaibench.activations import layer_activations, layer_spec, reads_layer
-from xaibench.api import Batch
+from xaibench.api import LOGITS, Batch
 from xaibench.cache import Cache
 from xaibench.devices import resolve_device
 from xaibench.fitting import FittedModels
@@ -141,7 +141,9 @@ def recipe(task, split: str, target: str | None = None) -> dict:
 
 
 def _on_device(batch: Batch, device: torch.device) -> Batch:
-    return Batch(batch.ids, batch.inputs.to(device), batch.labels.to(device), batch.masks, batch.extras)
+    masks = None if batch.masks is None else batch.masks.to(device)
+    extras = {name: value.to(device) for name, value in batch.extras.items()}
+    return Batch(batch.ids, batch.inputs.to(device), batch.labels.to(device), masks, extras)
 
 
 def _logits(state: Session, key: str, module, items: Batch, summary: dict) -> torch.Tensor:
@@ -256,7 +258,9 @@ def _score(state: Session, task: ScoreTask, summary: dict) -> None:
         if not keep:
             continue
         items = _on_device(batch.select(keep), state.device)
-        target, predictions = _targets(state, items, _logits(state, task.keys.logits, module, items, summary))
+        logits = _logits(state, task.keys.logits, module, items, summary)
+        target, predictions = _targets(state, items, logits)
+        items = Batch(items.ids, items.inputs, items.labels, items.masks, {**items.extras, LOGITS: logits})
         method_seeds = item_seeds(job.seed, items.ids, "method")
         maps, attribution_s = _maps(state, task, method, module, items, target, method_seeds, summary)
 

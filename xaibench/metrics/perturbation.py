@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-from xaibench.api import Batch, Explain
+from xaibench.api import LOGITS, Batch, Explain
 from xaibench.imaging import blur, importance_map, rank_pixels
 from xaibench.registry import register
 
@@ -68,11 +68,14 @@ def switch_curve(
     order: Tensor,
     target: Tensor,
     fractions: Tensor,
+    known: dict[int, Tensor] | None = None,
 ) -> Tensor:
     """Target probability as the top ``fraction`` of pixels in ``order`` take ``end``'s values.
 
     start, end: (B, C, H, W); order: (B, N) pixel indices, most important first. Returns
-    (B, len(fractions)).
+    (B, len(fractions)). ``known``: {number of pixels switched: (B,) probabilities already
+    measured}, e.g. the model's output on the unchanged input, which the run has (its logits
+    chose the target): those points need no forward pass.
     """
     import torch
 
@@ -92,6 +95,9 @@ def switch_curve(
     try:
         with torch.inference_mode():
             rows = list(range(len(counts)))
+            for count, probabilities in (known or {}).items():
+                curve[[row for row in rows if counts[row] == count]] = probabilities.to(curve.dtype)
+                rows = [row for row in rows if counts[row] != count]
             # With no pixel switched a copy is ``start``, with all of them ``end``: when that image
             # is the same for every item (black), one forward pass serves the whole batch.
             for image, count in ((start, 0), (end, n_pixels)):
@@ -189,7 +195,12 @@ class _Curve:
         if self.order == "lerf":
             order = order.flip(1)  # least relevant first: the exact reverse, ties included
         start, end = self.endpoints(batch.inputs)
-        curve = switch_curve(model, start, end, order, target, fractions)
+        known = {}
+        if LOGITS in batch.extras:  # the model's output on the items as they are (the run's logits)
+            original = batch.extras[LOGITS].softmax(-1).gather(1, target.view(-1, 1)).squeeze(1)
+            n_pixels = batch.inputs.shape[-2] * batch.inputs.shape[-1]
+            known = {0: original} if start is batch.inputs else {n_pixels: original} if end is batch.inputs else {}
+        curve = switch_curve(model, start, end, order, target, fractions, known)
         return {SCORE_NAME[self.order]: torch.trapezoid(curve, fractions, dim=1)}
 
 

@@ -37,9 +37,15 @@ format: $(STAMP)
 	$(BIN)/ruff format xaibench tests benchmarks
 	$(BIN)/ruff check --fix xaibench tests benchmarks
 
+# Speed figures, each measured against a reference in the same run (benchmarks/README.md).
+# Quantus is a benchmark-only dependency: the `bench` extra.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python benchmarks/cli_latency.py
+	$(BIN)/python benchmarks/quantus_pixel_flipping.py
+	$(BIN)/python benchmarks/road_imputer.py
 	$(BIN)/python benchmarks/perturbation_speed.py
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -252,9 +252,8 @@ def _pcg(residual: Tensor, fine: grid.Fine, precondition, target: Tensor, max_it
     rz = _dot(residual, direction)
     active = _dot(residual, residual) > goal
     whole, index = correction, None  # index: the rows of ``whole`` still being solved
-    for _ in range(max_iter):
-        if not active.any():
-            break
+    compactable = hasattr(precondition, "take")
+    for _ in range(max_iter if active.any() else 0):
         fine.apply(direction, q)
         alpha = torch.where(active, rz / _dot(direction, q), 0.0)
         correction.addcmul_(direction, alpha)
@@ -262,8 +261,8 @@ def _pcg(residual: Tensor, fine: grid.Fine, precondition, target: Tensor, max_it
         active &= _dot(residual, residual) > goal
         if not active.any():
             break
-        alive = active.flatten(1).any(1)
-        if hasattr(precondition, "take") and len(alive) >= COMPACT_MIN and 2 * int(alive.sum()) <= len(alive):
+        alive = active.flatten(1).any(1) if compactable and len(active) >= COMPACT_MIN else None
+        if alive is not None and 2 * int(alive.sum()) <= len(alive):
             keep = alive.nonzero().flatten()
             if index is not None:
                 grid.put(whole, index, correction)

@@ -79,6 +79,7 @@ def test_new_rows_and_a_damaged_memo_are_computed_again(folder, tmp_path):
     (memo / "table.parquet").write_bytes(b"not parquet")  # damaged: recomputed, same text
     again = invoke("board", str(results_dir), "-f", "md")
     assert again.exit_code == 0 and again.stdout == computed(results_dir, "md")
+    assert board_memo.read(memo) is not None, "the damaged memo was replaced by a good one"
 
     (folder / "memo.yaml").write_text(MANIFEST.format(limit=40))  # 16 more items: new part files
     bigger = invoke("run", str(folder / "memo.yaml"), "--results", str(folder / "results"), "-f", "md")

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -102,7 +103,7 @@ def load_or_compute(folder: Path, scope: dict, rows: Callable[[], pd.DataFrame])
     if found is not None:
         return found, True
     boards = compute(rows())
-    write(memo, boards)
+    write(memo, boards, replace=memo.exists())  # a damaged memo is replaced, not kept forever
     return boards, False
 
 
@@ -157,6 +158,18 @@ def write(memo: Path, boards: Boards, replace: bool = False) -> None:
 
 
 def _prune(folder: Path) -> None:
-    memos = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-    for old in memos[:-KEEP]:
+    """Keep the newest ``KEEP`` memos; remove staging folders a killed writer left (over an hour old)."""
+    now = time.time()
+    memos = []
+    for path in folder.iterdir():
+        try:
+            modified = path.stat().st_mtime
+        except OSError:  # removed by a concurrent prune
+            continue
+        if path.name.startswith("."):
+            if now - modified > 3600:
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            memos.append((modified, path))
+    for _, old in sorted(memos)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)

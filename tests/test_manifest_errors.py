@@ -181,6 +181,26 @@ CASES: dict[str, tuple[str, list[str], int | None]] = {
         ["split_seed: 1 (model trained with 0)", "digits_cnn"],
         5,
     ),
+    "metric_needs_masks": (
+        edit("metrics: [deletion]", "metrics: [deletion, mass_in_mask]"),
+        ["metric 'mass_in_mask' requires masks", "dataset 'digits' does not provide"],
+        6,
+    ),
+    "pairing_typo": (
+        edit("limit: 8", "limit: 8, pairing: matchng"),
+        ["options.pairing", "'product' or 'matching'", "did you mean 'matching'"],
+        2,
+    ),
+    "matching_leaves_a_model_alone": (
+        edit("limit: 8", "limit: 8, pairing: matching").replace("[digits]", "[synthetic]"),
+        ["model 'digits_cnn' suits none of the manifest's datasets", "trained on 'digits', not 'synthetic'"],
+        3,
+    ),
+    "matching_leaves_a_metric_alone": (
+        edit("limit: 8", "limit: 8, pairing: matching").replace("[deletion]", "[deletion, pointing_game]"),
+        ["no dataset in the manifest suits this metric", "'pointing_game' requires masks"],
+        6,
+    ),
     "occlusion_negative_window": (
         edit("methods: [random, saliency]", "methods:\n  - random\n  - occlusion: {window: -3}"),
         ["occlusion", "window must be between 0 (automatic) and 4096 pixels, got -3"],

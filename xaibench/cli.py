@@ -276,9 +276,13 @@ def check(manifests: list[Path] = typer.Argument(..., help="Manifest file(s) to 
         preflight(loaded)
         for warning in loaded.warnings:
             err.print(f"[yellow]warning:[/] {path}: {warning}")
+        if loaded.options.pairing == "matching":
+            shape = f"{len(loaded.model_dataset_pairs())} matching model-dataset pairs"
+        else:
+            shape = f"{len(loaded.models)} models x {len(loaded.datasets)} datasets"
         typer.echo(
-            f"{path}: ok · {len(loaded.jobs())} jobs ({len(loaded.models)} models x {len(loaded.datasets)} datasets "
-            f"x {len(loaded.methods)} methods x {len(loaded.metrics)} metrics x {len(loaded.options.seeds)} seeds)"
+            f"{path}: ok · {len(loaded.jobs())} jobs ({shape} x {len(loaded.methods)} methods "
+            f"x {len(loaded.metrics)} metrics x {len(loaded.options.seeds)} seeds)"
         )
 
 

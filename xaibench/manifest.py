@@ -2,7 +2,9 @@
 
 YAML is data, not code: no includes, no templates. Every error names the file, line and path
 of the offending value and, where one is close, the valid name the user probably meant.
-Jobs are the product models x datasets x methods x metrics x seeds.
+Jobs are the product models x datasets x methods x metrics x seeds, or, with
+``options.pairing: matching``, the part of it whose models accept their datasets and whose
+metrics suit them (``xaibench.pairing``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xaibench import registry
+from xaibench import pairing, registry
 from xaibench.cache import canonical_json
 from xaibench.devices import check_device
 from xaibench.errors import UserError
 from xaibench.gate_schema import CONTROLS, Gate, parse_gates  # noqa: F401  (CONTROLS re-exported)
 from xaibench.manifest_yaml import Locator, load_yaml
+from xaibench.pairing import MODES
 
 FORMAT_VERSION = 1
 TOP_LEVEL = (
@@ -50,6 +53,7 @@ class Options:
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
     chunk_size: int = 256  # items per attribute/score task; not in any key (never changes a value)
+    pairing: str = "product"  # or "matching": see xaibench.pairing
 
 
 OPTION_TYPES = {
@@ -60,6 +64,7 @@ OPTION_TYPES = {
     "seeds": (list, "a list of integers"),
     "device": (str, "cpu, cuda or cuda:N"),
     "chunk_size": (int, "a positive integer (items per task)"),
+    "pairing": (str, "product (every model with every dataset) or matching (each model with the datasets it accepts)"),
 }
 # Bounds that catch typos before hours of work: (low, high) inclusive.
 OPTION_RANGES = {"limit": (1, 10_000_000), "batch_size": (1, 65_536), "chunk_size": (1, 1_000_000)}
@@ -122,6 +127,9 @@ class Manifest:
     gates: tuple[Gate, ...] = ()
     plugins: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    # The (model, dataset) and (dataset, metric) pairs that run (``xaibench.pairing``); None: all.
+    model_data: frozenset | None = None
+    data_metric: frozenset | None = None
 
     def jobs(self) -> list[Job]:
         return [
@@ -129,6 +137,14 @@ class Manifest:
             for model, dataset, method, metric, seed in itertools.product(
                 self.models, self.datasets, self.methods, self.metrics, self.options.seeds
             )
+            if (self.model_data is None or (model, dataset) in self.model_data)
+            and (self.data_metric is None or (dataset, metric) in self.data_metric)
+        ]
+
+    def model_dataset_pairs(self) -> list[tuple[PluginSpec, PluginSpec]]:
+        """The (model, dataset) pairs that run, in manifest order."""
+        return [
+            (m, d) for m in self.models for d in self.datasets if self.model_data is None or (m, d) in self.model_data
         ]
 
 
@@ -201,7 +217,8 @@ def from_dict(
     warnings = []
     if "random" not in {m.name for m in lists["methods"]}:
         warnings.append("no `random` method: the leaderboard cannot compare methods with the random baseline")
-    manifest = Manifest(
+    model_data, data_metric = pairing.pairs(lists["models"], lists["datasets"], lists["metrics"], options.pairing)
+    return Manifest(
         name=name,
         path=path,
         description=description,
@@ -213,9 +230,9 @@ def from_dict(
         gates=gates,
         plugins=tuple(plugins),
         warnings=tuple(warnings),
+        model_data=model_data,
+        data_metric=data_metric,
     )
-    check_compatibility(manifest)
-    return manifest
 
 
 def _options(raw: Any, locate: Locator) -> Options:
@@ -238,6 +255,11 @@ def _options(raw: Any, locate: Locator) -> Options:
         value = values.get(key)
         if value is not None and not low <= value <= high:
             raise UserError(f"{locate('options', key)}: {key} must be between {low:,} and {high:,}, got {value!r}")
+    if values.get("pairing", "product") not in MODES:
+        raise UserError(
+            f"{locate('options', 'pairing')}: expected 'product' or 'matching', got {values['pairing']!r}"
+            f"{registry.suggest(str(values['pairing']), MODES)}"
+        )
     if values.get("target", "predicted") not in ("predicted", "label"):
         raise UserError(f"{locate('options', 'target')}: expected 'predicted' or 'label', got {values['target']!r}")
     if "seeds" in values:
@@ -281,45 +303,3 @@ def _plugin_list(raw: Any, kind: str, key: str, locate: Locator) -> tuple[Plugin
             raise UserError(f"{where}: {kind} {name!r} is listed twice with the same parameters")
         specs.append(spec)
     return tuple(specs)
-
-
-def check_compatibility(manifest: Manifest) -> None:
-    """Every model must accept every dataset's inputs (shape and classes); no model is loaded."""
-    for model_spec in manifest.models:
-        model = model_spec.instance()
-        for data_spec in manifest.datasets:
-            data = data_spec.instance()
-            expected, classes, trained_on = _model_facts(model, model_spec, data)
-            if expected != tuple(data.shape):
-                raise UserError(
-                    f"{data_spec.where}: dataset {data_spec.name!r} gives inputs of shape {tuple(data.shape)} "
-                    f"but model {model_spec.name!r} expects {expected}; set matching size/channels parameters"
-                )
-            if classes is not None and classes != data.num_classes:
-                raise UserError(
-                    f"{data_spec.where}: dataset {data_spec.name!r} has {data.num_classes} classes but model "
-                    f"{model_spec.name!r} predicts {classes}; use a model trained on this label set"
-                )
-            if type(trained_on) is type(data):
-                # Same dataset plugin: any parameter that shapes items or splits must agree, or
-                # "test" items may have been training items, or look unlike them.
-                mine, theirs = registry.key_params(data), registry.key_params(trained_on)
-                differing = sorted(k for k in mine if mine[k] != theirs.get(k))
-                if differing:
-                    settings = ", ".join(f"{k}: {mine[k]} (model trained with {theirs.get(k)})" for k in differing)
-                    raise UserError(
-                        f"{data_spec.where}: {data_spec.name!r} differs from the data {model_spec.name!r} "
-                        f"was trained on: {settings}; use the same settings for both"
-                    )
-
-
-def _model_facts(model: Any, spec: PluginSpec, data: Any) -> tuple[tuple, int | None, Any]:
-    """(input shape, classes, training data) a model declares. A model that builds its training
-    data lazily only meets a range check of that data here: it is the model's setting, named so."""
-    try:
-        expected = tuple(getattr(model, "input_shape", data.shape))
-        classes = getattr(model, "num_classes", None)
-        trained_on = model.train_data() if hasattr(model, "train_data") else None
-    except (ValueError, TypeError, OverflowError) as error:
-        raise UserError(f"{spec.where}: {error}") from None
-    return expected, classes, trained_on

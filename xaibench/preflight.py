@@ -1,11 +1,11 @@
 """Checks that need no trained weights, run by `check`, `plan` and `run` before any work.
 
-Each dataset's split must exist, each metric's requirements must be provided by each dataset,
-and each (model, method) pair must be compatible (a CAM method needs a hookable spatial layer).
-That last check builds the model, which imports torch (seconds). A pair found compatible is
-remembered in the cache (``checks/<key>.ok``, keyed by both plugins' names, versions, full
-parameters, the model's revision and xaibench's version), so rechecking or rerunning an
-unchanged manifest answers at once; a failure is never remembered.
+Each dataset's split must exist and each (model, method) pair must be compatible (a CAM
+method needs a hookable spatial layer); what each metric needs of its datasets is checked with
+the manifest (``xaibench.pairing``). The pair check builds the model, which imports torch
+(seconds). A pair found compatible is remembered in the cache (``checks/<key>.ok``, keyed by
+both plugins' names, versions, full parameters, the model's revision and xaibench's version),
+so rechecking or rerunning an unchanged manifest answers at once; a failure is never remembered.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from xaibench.registry import canonical_params, plugin_version
 
 def preflight(manifest: Manifest, cache: Cache | None = None) -> None:
     """Raise a UserError naming the first problem found; return when the manifest can run."""
-    _check_requirements(manifest)
+    _check_splits(manifest)
     retraining = [m.name for m in manifest.metrics if hasattr(m.instance(), "needs")]
     checks = (cache or Cache()).root / "checks"
     for model_spec in manifest.models:
@@ -50,25 +50,12 @@ def preflight(manifest: Manifest, cache: Cache | None = None) -> None:
             _remember(marker)
 
 
-def _check_requirements(manifest: Manifest) -> None:
+def _check_splits(manifest: Manifest) -> None:
     for dataset_spec in manifest.datasets:
-        dataset = dataset_spec.instance()
         try:
-            dataset.count(manifest.options.split)
+            dataset_spec.instance().count(manifest.options.split)
         except UserError as error:
             raise UserError(f"{dataset_spec.where}: {error}") from None
-        provides = getattr(type(dataset), "provides", frozenset())
-        for metric in manifest.metrics:
-            instance = metric.instance()
-            # A metric whose needs depend on its parameters (mass_in_mask's `mask`) says so itself.
-            needs = instance.requirements() if hasattr(instance, "requirements") else type(instance).requires
-            missing = sorted(set(needs) - set(provides))
-            if missing:
-                raise UserError(
-                    f"{metric.where}: metric {metric.name!r} requires {', '.join(missing)}, which dataset "
-                    f"{dataset_spec.name!r} does not provide (it provides: "
-                    f"{', '.join(sorted(provides)) or 'nothing extra'})"
-                )
 
 
 def _build(model_spec):

@@ -18,6 +18,13 @@ from xaibench.datasets.splits import check_split
 SPLIT_CODE = {"train": 1, "test": 2}
 
 
+def check_seed(seed: int) -> None:
+    """numpy seeds items from (seed, split, index) and refuses a negative seed, so refuse it
+    when the dataset is configured, where `check` sees it, and not in the middle of a run."""
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 class Generated:
     """Mixin: ``count``, ``item_ids`` and ``batches`` from the subclass's ``item``."""
 

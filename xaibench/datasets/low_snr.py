@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from xaibench.datasets.generated import Generated
+from xaibench.datasets.generated import Generated, check_seed
 from xaibench.registry import register
 
 NOISE_STD = 0.15  # pixel noise around grey 0.5; the signal amplitude is snr * NOISE_STD
@@ -54,6 +54,7 @@ class LowSnr(Generated):
             raise ValueError(f"classes must be between 2 and 20, got {self.classes}")
         if not 0.0 < self.snr <= 10.0:
             raise ValueError(f"snr must be in (0, 10], got {self.snr}")
+        check_seed(self.seed)
         for name in ("n_train", "n_test"):  # the upper bound keeps a typo from generating for hours
             if not 1 <= getattr(self, name) <= 1_000_000:
                 raise ValueError(f"{name} must be between 1 and 1,000,000, got {getattr(self, name)}")

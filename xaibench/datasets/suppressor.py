@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from xaibench.datasets.generated import Generated
+from xaibench.datasets.generated import Generated, check_seed
 from xaibench.registry import register
 
 # Pixel value = 0.5 + SCALE * latent value, so the latent's usual range fits in [0, 1].
@@ -65,6 +65,7 @@ class Suppressor(Generated):
                 raise ValueError(f"{name} must be between 0 and 5, got {getattr(self, name)}")
         if self.signal == 0:
             raise ValueError("signal must be above 0: with no signal the label is noise")
+        check_seed(self.seed)
         for name in ("n_train", "n_test"):  # the upper bound keeps a typo from generating for hours
             if not 1 <= getattr(self, name) <= 1_000_000:
                 raise ValueError(f"{name} must be between 1 and 1,000,000, got {getattr(self, name)}")

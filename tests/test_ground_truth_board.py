@@ -125,3 +125,33 @@ def test_board_is_empty_without_mass_rows_and_plots(tmp_path):
     rows = rows_for({("saliency", "object"): np.full(5, 0.6), ("saliency", "suppressor"): np.full(5, 0.2)})
     path = ground_truth.plot(rows, tmp_path / "board.png")
     assert path is not None and path.stat().st_size > 1000
+
+
+def test_a_dataset_swept_over_a_setting_gets_a_sweep_table_and_panel(tmp_path):
+    """low_snr at three noise levels, one model each (pairing: matching): one row per method,
+    the settings as columns in numeric order (10.0 after 2.0), and the picture draws it."""
+    parts = []
+    for snr, shift in (("10.0", 0.5), ("2.0", 0.3), ("0.5", 0.0)):
+        values = {("random", "object"): np.full(6, 0.1), ("saliency", "object"): np.full(6, 0.1 + shift)}
+        params = json.dumps({"snr": float(snr)})
+        parts.append(
+            rows_for(values).assign(model="low_snr_cnn", model_params=params, dataset="low_snr", dataset_params=params)
+        )
+    supp = rows_for({("saliency", "object"): np.full(6, 0.3), ("saliency", "suppressor"): np.full(6, 0.2)})
+    rows = pd.concat([*parts, supp], ignore_index=True)
+    [(plugin, wide)] = ground_truth.sweeps(rows)
+    assert plugin == "low_snr"
+    assert list(wide.columns) == ["low_snr[snr=0.5]", "low_snr[snr=2.0]", "low_snr[snr=10.0]"]
+    assert list(wide.loc["saliency"]) == pytest.approx([0.1, 0.4, 0.6])
+    assert list(wide.loc["random"]) == pytest.approx([0.1, 0.1, 0.1])
+    titles = [title for title, _ in ground_truth.tables(rows)]
+    assert len(titles) == 2 and "across low_snr settings" in titles[1]
+    shown = ground_truth.tables(rows)[1][1]
+    assert list(shown.columns) == ["method", "snr=0.5", "snr=2.0", "snr=10.0"], (
+        "no [..]: the terminal reads it as markup"
+    )
+    path = ground_truth.plot(rows, tmp_path / "sweep.png")
+    assert path is not None and path.stat().st_size > 1000
+    # the same setting under two models is no sweep: its cells would mix
+    other = parts[0].assign(model="suppressor_cnn")
+    assert ground_truth.sweeps(pd.concat([*parts, other], ignore_index=True)) == []

@@ -21,6 +21,7 @@ Pure functions of stored rows.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,36 @@ def board(rows: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _natural(label: str) -> list:
+    """Sort key that orders ``low_snr[snr=0.25]`` before ``low_snr[snr=10.0]``."""
+    return [float(part) if re.fullmatch(r"\d+(\.\d+)?", part) else part for part in re.split(r"(\d+(?:\.\d+)?)", label)]
+
+
+def _setting(label: str) -> str:
+    """``snr=0.5`` from ``low_snr[snr=0.5]``: the part that varies (and no square brackets, which
+    the terminal renderer would read as markup)."""
+    return label.split("[", 1)[1].rstrip("]") if "[" in label else label
+
+
+def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """For each dataset run at several settings, one model per setting (a noise sweep as in
+    ChaosMining): (dataset plugin, table of truth mass per method and setting, settings in
+    natural order). A setting evaluated by several models is no sweep (its cells would mix)."""
+    long = masses(rows)
+    truth = long[long["mask"] == "object"]
+    if truth.empty:
+        return []
+    out = []
+    for plugin, part in truth.groupby(truth["dataset"].str.split("[").str[0], sort=True):
+        settings = part.groupby("dataset")["model"].nunique()
+        if len(settings) < 2 or (settings > 1).any() or part["setting"].nunique() > 1:
+            continue
+        wide = part.pivot_table(index="method", columns="dataset", values="mean", aggfunc="first")
+        wide = wide[sorted(wide.columns, key=_natural)]
+        out.append((plugin, wide.sort_values(wide.columns[-1], ascending=False)))
+    return out
+
+
 def tables(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     frame = board(rows)
     if frame.empty:
@@ -164,7 +195,13 @@ def tables(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         "Ground truth: share of each map on the truth region (higher is better) and on "
         "distractor masks such as the suppressor (lower is better; random = chance)"
     )
-    return [(title, frame)]
+    out = [(title, frame)]
+    for plugin, wide in sweeps(rows):
+        shown = wide.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "–")
+        shown.columns = [_setting(c) for c in shown.columns]
+        shown = shown.reset_index()
+        out.append((f"Ground truth sweep: truth mass per method across {plugin} settings, one model each", shown))
+    return out
 
 
 def plot(rows: pd.DataFrame, path: Path) -> Path | None:
@@ -176,10 +213,15 @@ def plot(rows: pd.DataFrame, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = list(long.groupby(["model", "dataset", "setting"], sort=False))
-    fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 0.35 * long["method"].nunique() + 1.6))
+    swept = sweeps(rows)
+    in_sweep = {column for _, wide in swept for column in wide.columns}
+    cells = [c for c in long.groupby(["model", "dataset", "setting"], sort=False) if c[0][1] not in in_sweep]
+    panels = len(cells) + len(swept)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 0.35 * long["method"].nunique() + 1.6))
     axes = np.atleast_1d(axes)
-    for ax, ((model, dataset, _), cell) in zip(axes, cells, strict=True):
+    for ax, (plugin, wide) in zip(axes[len(cells) :], swept, strict=True):
+        _sweep_panel(ax, plugin, wide)
+    for ax, ((model, dataset, _), cell) in zip(axes[: len(cells)], cells, strict=True):
         truth = cell[cell["mask"] == "object"].sort_values("mean")
         methods = list(truth["method"]) + [m for m in cell["method"].unique() if m not in set(truth["method"])]
         position = {m: i for i, m in enumerate(methods)}
@@ -196,9 +238,27 @@ def plot(rows: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("share of the map's mass")
         ax.set_title(f"{model} × {dataset}", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if cells:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _sweep_panel(ax, plugin: str, wide: pd.DataFrame) -> None:
+    """Truth mass against the dataset setting, a line per method (random dashed, black)."""
+    from matplotlib import colormaps
+
+    positions = range(len(wide.columns))
+    colours = colormaps["tab20"].colors  # 20 distinct colours: ten repeat within 15 methods
+    for i, (method, values) in enumerate(wide.iterrows()):
+        style = {"color": "black", "linestyle": "--"} if method == REFERENCE else {"color": colours[i % 20]}
+        ax.plot(positions, values.to_numpy(), marker="o", markersize=3, label=method, **style)
+    ax.set_xticks(list(positions), [_setting(c) for c in wide.columns], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("truth mass (share of the map on the relevant pixels)")
+    ax.set_title(f"{plugin}: sweep, one model per setting", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)

@@ -251,7 +251,11 @@ def galerkin(stencil: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     n, _, height, width = active.shape
     coarse = ((height + 1) // 2, (width + 1) // 2)
     weights = galerkin_weights(stencil.device)
-    result = F.conv2d(stencil.contiguous(), weights, stride=2, padding=1)
+    # channels-last input: oneDNN's strided 9-channel convolution runs 2-6x faster in that layout
+    # (measured on 640 33x33 stencils, one thread: 62 -> 11 ms); the result goes back to NCHW
+    # for the shifted-slice products that use it.
+    channels_last = stencil.contiguous(memory_format=torch.channels_last)
+    result = F.conv2d(channels_last, weights, stride=2, padding=1).contiguous()
     mask = active.contiguous()
     taking_part = restrict(mask, mask.new_empty(n, 1, *coarse), mask.new_empty(n, 1, height, coarse[1])) > 0
     return result, taking_part.float()

@@ -124,10 +124,10 @@ def _interval(mean: float, low: float, high: float, signed: bool = False) -> str
     return f"{mean:{form}} [{low:{form}}, {high:{form}}]"
 
 
-def board(rows: pd.DataFrame) -> pd.DataFrame:
+def board(rows: pd.DataFrame, long: pd.DataFrame | None = None) -> pd.DataFrame:
     """Wide table: per method, truth mass [CI], each other mask's mass [CI] and its difference
     to random [CI], n, pointing-game hit rate; sorted by truth mass, best first."""
-    long = masses(rows)
+    long = masses(rows) if long is None else long  # (bootstrap CIs: computed once per board)
     if long.empty:
         return pd.DataFrame()
     out = []
@@ -168,11 +168,11 @@ def _setting(label: str) -> str:
     return label.split("[", 1)[1].rstrip("]") if "[" in label else label
 
 
-def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def sweeps(rows: pd.DataFrame, long: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
     """For each dataset run at several settings, one model per setting (a noise sweep as in
     ChaosMining): (dataset plugin, table of truth mass per method and setting, settings in
     natural order). A setting evaluated by several models is no sweep (its cells would mix)."""
-    long = masses(rows)
+    long = masses(rows) if long is None else long
     truth = long[long["mask"] == "object"]
     if truth.empty:
         return []
@@ -188,7 +188,8 @@ def sweeps(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def tables(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    frame = board(rows)
+    long = masses(rows)
+    frame = board(rows, long)
     if frame.empty:
         return []
     title = (
@@ -196,7 +197,7 @@ def tables(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         "distractor masks such as the suppressor (lower is better; random = chance)"
     )
     out = [(title, frame)]
-    for plugin, wide in sweeps(rows):
+    for plugin, wide in sweeps(rows, long):
         shown = wide.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "–")
         shown.columns = [_setting(c) for c in shown.columns]
         shown = shown.reset_index()
@@ -213,7 +214,7 @@ def plot(rows: pd.DataFrame, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    swept = sweeps(rows)
+    swept = sweeps(rows, long)
     in_sweep = {column for _, wide in swept for column in wide.columns}
     cells = [c for c in long.groupby(["model", "dataset", "setting"], sort=False) if c[0][1] not in in_sweep]
     panels = len(cells) + len(swept)
